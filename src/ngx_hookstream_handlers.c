@@ -379,13 +379,17 @@ ngx_http_hookstream_source_message(ngx_http_hookstream_ws_t *ws,
     ev->body.len = len;
     p = ngx_cpymem(p, data, len);
 
-    ev->type.data = p;
-    ev->type.len = type.len;
-    p = ngx_cpymem(p, type.data, type.len);
+    if (type.len) {
+        ev->type.data = p;
+        ev->type.len = type.len;
+        p = ngx_cpymem(p, type.data, type.len);
+    }
 
-    ev->idempotency_key.data = p;
-    ev->idempotency_key.len = key.len;
-    (void) ngx_cpymem(p, key.data, key.len);
+    if (key.len) {
+        ev->idempotency_key.data = p;
+        ev->idempotency_key.len = key.len;
+        ngx_memcpy(p, key.data, key.len);
+    }
 
     ev->org_id = ctx->org_id;
     ev->source_id = ctx->source_id;
