@@ -114,6 +114,13 @@ extern ngx_module_t  ngx_hookstream_module;
 
 
 ngx_int_t ngx_http_hookstream_handler(ngx_http_request_t *r);
+
+#define NGX_HOOKSTREAM_STREAM_WELCOME  0x01   /* the dashboard's welcome */
+#define NGX_HOOKSTREAM_STREAM_COUNTED  0x02   /* counted against the org */
+#define NGX_HOOKSTREAM_STREAM_TEST     0x04   /* a test session's stream */
+
+ngx_int_t ngx_http_hookstream_stream_open(ngx_http_request_t *r,
+    ngx_str_t *topic, ngx_uint_t flags);
 ngx_int_t ngx_hookstream_dedup_init_zone(ngx_hookstream_shctx_t *sh,
     ngx_shm_zone_t *shm_zone);
 

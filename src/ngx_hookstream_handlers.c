@@ -51,6 +51,7 @@ typedef struct {
     unsigned                           explicit:1;
     unsigned                           subscribed:1;
     unsigned                           counted:1;
+    unsigned                           test:1;
 } ngx_http_hookstream_stream_ctx_t;
 
 
@@ -1408,18 +1409,12 @@ ngx_http_hookstream_valid_channel(ngx_http_request_t *r, ngx_str_t *channel)
 static ngx_int_t
 ngx_http_hookstream_stream_handler(ngx_http_request_t *r)
 {
-    u_char                            *p;
-    ngx_int_t                          rc, n;
-    ngx_str_t                          org, cursor, arg;
-    const char                        *msg;
-    ngx_hookstream_shctx_t            *sh;
-    ngx_http_hookstream_ws_t          *ws;
-    ngx_http_hookstream_loc_conf_t    *hlcf;
-    ngx_http_hookstream_main_conf_t   *hmcf;
-    ngx_http_hookstream_stream_ctx_t  *ctx;
-    u_char                             conn_id[NGX_HOOKSTREAM_HEX_ID_LEN];
-    u_char                             buf[NGX_HOOKSTREAM_CURSOR_LEN];
-    u_char                             welcome[256 + NGX_HOOKSTREAM_MAX_ID_LEN];
+    ngx_int_t                         rc, n;
+    ngx_str_t                         org;
+    const char                       *msg;
+    ngx_hookstream_shctx_t           *sh;
+    ngx_http_hookstream_loc_conf_t   *hlcf;
+    ngx_http_hookstream_main_conf_t  *hmcf;
 
     hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
     hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
@@ -1454,30 +1449,67 @@ ngx_http_hookstream_stream_handler(ngx_http_request_t *r)
                                     "Too many connections for this org");
     }
 
+    rc = ngx_http_hookstream_stream_open(r, &org,
+                                         NGX_HOOKSTREAM_STREAM_WELCOME
+                                         |NGX_HOOKSTREAM_STREAM_COUNTED);
+
+    if (rc != NGX_DONE) {
+        (void) ngx_hookstream_broker_connections(sh, &org, -1);
+    }
+
+    return rc;
+}
+
+
+/*
+ * Upgrades a checked request into a stream of a topic's messages: the
+ * welcome (for dashboards), then the replay from ?cursor=, then live.
+ * Returns NGX_DONE, or an HTTP status before the upgrade.
+ */
+
+ngx_int_t
+ngx_http_hookstream_stream_open(ngx_http_request_t *r, ngx_str_t *topic,
+    ngx_uint_t flags)
+{
+    u_char                            *p;
+    ngx_int_t                          rc;
+    ngx_str_t                          cursor, arg;
+    ngx_hookstream_shctx_t            *sh;
+    ngx_http_hookstream_ws_t          *ws;
+    ngx_http_hookstream_loc_conf_t    *hlcf;
+    ngx_http_hookstream_main_conf_t   *hmcf;
+    ngx_http_hookstream_stream_ctx_t  *ctx;
+    u_char                             conn_id[NGX_HOOKSTREAM_HEX_ID_LEN];
+    u_char                             buf[NGX_HOOKSTREAM_CURSOR_LEN];
+    u_char                             welcome[256 + NGX_HOOKSTREAM_MAX_ID_LEN];
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
+    sh = hmcf->shm_zone->data;
+
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_hookstream_stream_ctx_t));
     if (ctx == NULL) {
-        (void) ngx_hookstream_broker_connections(sh, &org, -1);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->counted = 1;
-
-    ctx->topic.data = ngx_pstrdup(r->pool, &org);
+    ctx->topic.data = ngx_pstrdup(r->pool, topic);
     if (ctx->topic.data == NULL) {
-        (void) ngx_hookstream_broker_connections(sh, &org, -1);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->topic.len = org.len;
+    ctx->topic.len = topic->len;
+    ctx->test = (flags & NGX_HOOKSTREAM_STREAM_TEST) ? 1 : 0;
 
     ws = ngx_http_hookstream_ws_upgrade(r, &ngx_http_hookstream_stream_ws,
                                         ctx);
     if (ws == NULL) {
-        (void) ngx_hookstream_broker_connections(sh, &org, -1);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ctx->ws = ws;
+
+    /* from here on the cleanup handler gives the connection count back */
+    ctx->counted = (flags & NGX_HOOKSTREAM_STREAM_COUNTED) ? 1 : 0;
 
     /* the welcome's cursor is where live delivery starts */
 
@@ -1485,22 +1517,25 @@ ngx_http_hookstream_stream_handler(ngx_http_request_t *r)
     cursor.data = buf;
     cursor.len = p - buf;
 
-    (void) ngx_hookstream_random_hex(conn_id, NGX_HOOKSTREAM_HEX_ID_LEN / 2);
+    if (flags & NGX_HOOKSTREAM_STREAM_WELCOME) {
+        (void) ngx_hookstream_random_hex(conn_id,
+                                         NGX_HOOKSTREAM_HEX_ID_LEN / 2);
 
-    p = ngx_snprintf(welcome, sizeof(welcome),
-                     "{\"type\":\"welcome\",\"data\":{\"org_id\":\"%V\","
-                     "\"connection_id\":\"conn_%*s\",\"heartbeat_s\":%M,"
-                     "\"cursor\":\"%V\"}}",
-                     &ctx->topic, (size_t) NGX_HOOKSTREAM_HEX_ID_LEN,
-                     conn_id, hlcf->heartbeat_interval / 1000, &cursor);
+        p = ngx_snprintf(welcome, sizeof(welcome),
+                         "{\"type\":\"welcome\",\"data\":{\"org_id\":\"%V\","
+                         "\"connection_id\":\"conn_%*s\",\"heartbeat_s\":%M,"
+                         "\"cursor\":\"%V\"}}",
+                         &ctx->topic, (size_t) NGX_HOOKSTREAM_HEX_ID_LEN,
+                         conn_id, hlcf->heartbeat_interval / 1000, &cursor);
 
-    if (ngx_http_hookstream_ws_send_text(ws, welcome, p - welcome)
-        != NGX_OK)
-    {
-        ngx_http_hookstream_ws_close(ws, NGX_HOOKSTREAM_CLOSE_INTERNAL,
-                                     "internal error");
-        ngx_http_hookstream_ws_start(ws);
-        return NGX_DONE;
+        if (ngx_http_hookstream_ws_send_text(ws, welcome, p - welcome)
+            != NGX_OK)
+        {
+            ngx_http_hookstream_ws_close(ws, NGX_HOOKSTREAM_CLOSE_INTERNAL,
+                                         "internal error");
+            ngx_http_hookstream_ws_start(ws);
+            return NGX_DONE;
+        }
     }
 
     ctx->sub.deliver = ngx_http_hookstream_stream_deliver;
@@ -1549,6 +1584,15 @@ ngx_http_hookstream_stream_deliver(ngx_hookstream_sub_t *sub,
     ngx_http_hookstream_stream_ctx_t  *ctx;
 
     ctx = sub->data;
+
+    if (ctx->test && msg->type.len == sizeof("session_ended") - 1
+        && ngx_strncmp(msg->type.data, "session_ended",
+                       sizeof("session_ended") - 1) == 0)
+    {
+        ngx_http_hookstream_ws_close(ctx->ws, NGX_HOOKSTREAM_CLOSE_NORMAL,
+                                     "session ended");
+        return;
+    }
 
     if (ctx->explicit) {
 

@@ -9,6 +9,7 @@
 #include <ngx_http.h>
 #include <openssl/sha.h>
 #include "ngx_hookstream.h"
+#include "ngx_hookstream_deflate.h"
 
 
 #define NGX_HOOKSTREAM_WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -227,7 +228,7 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
 {
     u_char                     *p;
     size_t                      len, pipelined;
-    ngx_str_t                   digest, accept;
+    ngx_str_t                   digest, accept, ext;
     ngx_table_elt_t            *key;
     ngx_connection_t           *c;
     ngx_http_cleanup_t         *cln;
@@ -267,6 +268,12 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
     ngx_hookstream_ws_parser_init(&ws->parser);
     ws->parser.max_message = ws->conf->max_message;
 
+    /* permessage-deflate: an offer we cannot take is declined, not failed */
+
+    if (ngx_http_hookstream_deflate_negotiate(ws, &ext) != NGX_OK) {
+        return NULL;
+    }
+
     /* the key was checked to be 24 characters of base64 */
 
     p = ngx_cpymem(concat, key->value.data, key->value.len);
@@ -283,7 +290,8 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
     len = sizeof("HTTP/1.1 101 Switching Protocols" CRLF
                  "Upgrade: websocket" CRLF
                  "Connection: Upgrade" CRLF
-                 "Sec-WebSocket-Accept: " CRLF CRLF) - 1 + accept.len;
+                 "Sec-WebSocket-Accept: " CRLF CRLF) - 1
+          + accept.len + ext.len;
 
     b = ngx_hookstream_buf_alloc(len, c->log);
     if (b == NULL) {
@@ -300,6 +308,7 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
                           "Sec-WebSocket-Accept: ") - 1);
     p = ngx_cpymem(p, accept.data, accept.len);
     *p++ = CR; *p++ = LF;
+    p = ngx_cpymem(p, ext.data, ext.len);
     *p++ = CR; *p++ = LF;
     b->last = p;
     b->framed = 1;
@@ -666,7 +675,12 @@ deliver:
                    "hookstream ws message: opcode:%ui len:%uz",
                    opcode, len);
 
-    rc = ws->handler->message(ws, opcode, data, len);
+    if (ev->compressed) {
+        rc = ngx_http_hookstream_deflate_message(ws, opcode, data, len);
+
+    } else {
+        rc = ws->handler->message(ws, opcode, data, len);
+    }
 
     /* a large reassembly buffer is not kept for the next message */
 
@@ -1047,6 +1061,12 @@ ngx_http_hookstream_ws_send_buf(ngx_http_hookstream_ws_t *ws,
     }
 
     ngx_http_hookstream_ws_frame(b);
+
+    if (ws->deflate) {
+        /* the compressed twin, built once for the worker */
+        b = ngx_hookstream_deflate_buf(b, ws->deflate_bits,
+                                       ws->connection->log);
+    }
 
     if (ws->qbytes + (b->last - b->start) > ws->conf->send_queue) {
         ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,

@@ -74,6 +74,10 @@ struct ngx_http_hookstream_ws_s {
     unsigned                           hold:1;      /* endpoint's pause */
     unsigned                           finalized:1;
     unsigned                           abort:1;     /* no lingering close */
+
+    /* RFC 7692, set by ngx_http_hookstream_deflate_negotiate() */
+    unsigned                           deflate:1;
+    unsigned                           deflate_bits:4;  /* server window */
 };
 
 
