@@ -18,7 +18,9 @@
  * segment files.  An append is acknowledged through the request's
  * handler, always asynchronously and in the order of the appends, once
  * the record is written (fsync=off) or synced (fsync=on: records are
- * grouped and fdatasync()ed on nginx's thread pool).
+ * grouped and fdatasync()ed on nginx's thread pool).  At worker exit the
+ * queued records are written at once and the handlers run from
+ * exit_process.  See docs/journal.md.
  */
 
 typedef struct ngx_hookstream_journal_req_s  ngx_hookstream_journal_req_t;
