@@ -308,7 +308,11 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
                           "Sec-WebSocket-Accept: ") - 1);
     p = ngx_cpymem(p, accept.data, accept.len);
     *p++ = CR; *p++ = LF;
-    p = ngx_cpymem(p, ext.data, ext.len);
+
+    if (ext.len) {
+        p = ngx_cpymem(p, ext.data, ext.len);
+    }
+
     *p++ = CR; *p++ = LF;
     b->last = p;
     b->framed = 1;
