@@ -549,6 +549,14 @@ ngx_http_hookstream_ws_free_input(ngx_http_hookstream_ws_t *ws)
         ws->in = NULL;
     }
 
+    /* nor a reassembly buffer, once no message is half-read */
+
+    if (ws->msg && ws->msg_opcode == 0) {
+        ngx_free(ws->msg);
+        ws->msg = NULL;
+        ws->msg_size = 0;
+    }
+
 #if (NGX_HTTP_SSL)
     if (c->ssl && ws->qcount == 0 && !(c->buffered & NGX_SSL_BUFFERED)) {
         ngx_ssl_free_buffer(c);
