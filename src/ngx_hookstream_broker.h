@@ -88,7 +88,8 @@ ngx_int_t ngx_hookstream_broker_publish(ngx_hookstream_shctx_t *sh,
  * then live ones, with no gap and no duplicate; NGX_DECLINED when the
  * cursor cannot be honoured (unparsable, another epoch, older than the
  * ring): the subscriber is then live from now on and the caller sends a
- * reset.  NGX_ERROR on memory failure.
+ * reset.  NGX_ERROR on memory failure.  A NULL or empty cursor: live only.
+ * sub->topic must be NULL (a zeroed sub) before the call.
  */
 ngx_int_t ngx_hookstream_broker_subscribe(ngx_hookstream_shctx_t *sh,
     ngx_hookstream_sub_t *sub, ngx_str_t *topic, ngx_str_t *cursor);
@@ -101,8 +102,8 @@ ngx_int_t ngx_hookstream_broker_subscribe(ngx_hookstream_shctx_t *sh,
  * and carry msg->replay (the caller passes them on only for the channel
  * that asked for the replay), the others are new and handled as live
  * ones.  Same results as subscribe; on NGX_DECLINED nothing is delivered.
- * The subscriber must be set up with sub->topic NULL before subscribe;
- * deliver() may unsubscribe it, which ends the replay (still NGX_OK).
+ * deliver() may unsubscribe the subscriber, which ends the replay (still
+ * NGX_OK).  See docs/broker.md.
  */
 ngx_int_t ngx_hookstream_broker_replay(ngx_hookstream_shctx_t *sh,
     ngx_hookstream_sub_t *sub, ngx_str_t *cursor);
