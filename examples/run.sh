@@ -40,6 +40,9 @@ Post a webhook:
       -H 'Content-Type: application/json' \\
       http://127.0.0.1:8080/v1/ingest/$source
 
+Inspect webhooks in a test session (no key needed):
+  http://127.0.0.1:8080/inspector/
+
 Press Ctrl-C to stop.
 
 MSG

@@ -6,7 +6,7 @@ set -euo pipefail
 build_pkgs="nginx-dev libcjson-dev libssl-dev libpcre2-dev zlib1g-dev gcc make"
 test_pkgs="nginx-core libtest-base-perl libprotocol-websocket-perl
            libio-socket-ssl-perl openssl curl python3-websockets
-           clang libclang-rt-14-dev"
+           clang libclang-rt-14-dev chromium"
 
 want=""
 for set in "$@"; do
