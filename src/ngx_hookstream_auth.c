@@ -23,6 +23,20 @@
 /* the byte that replaces each byte of a ?token= value */
 #define NGX_HOOKSTREAM_MASK_CHAR        '*'
 
+#define NGX_HOOKSTREAM_ORG_LEN          (sizeof("org_") - 1                    \
+                                         + NGX_HOOKSTREAM_HEX_ID_LEN)
+
+/* a waiting request looks at the shared cache again after 5 to 50 ms */
+#define NGX_HOOKSTREAM_AUTH_POLL_MIN    5
+#define NGX_HOOKSTREAM_AUTH_POLL_MAX    50
+
+/* seconds in a row over hookstream_client_rate before the close */
+#define NGX_HOOKSTREAM_RATE_STRIKES     5
+#define NGX_HOOKSTREAM_CLOSE_POLICY     1008
+
+/* the broker topic of revocations: not an org id, so not a client's */
+#define NGX_HOOKSTREAM_REVOKE_TOPIC     "_revoke"
+
 
 typedef enum {
     NGX_HOOKSTREAM_CRED_NONE = 0,
@@ -32,20 +46,76 @@ typedef enum {
 } ngx_hookstream_cred_e;
 
 
+/* how far a request's credential got */
+typedef enum {
+    NGX_HOOKSTREAM_AUTH_NEW = 0,
+    NGX_HOOKSTREAM_AUTH_LOOKUP,     /* in the shared cache */
+    NGX_HOOKSTREAM_AUTH_WAIT,       /* for another request's answer */
+    NGX_HOOKSTREAM_AUTH_ASK,        /* the authority subrequest runs */
+    NGX_HOOKSTREAM_AUTH_DONE
+} ngx_hookstream_auth_phase_e;
+
+
 /*
  * A request's credential state.  It lives in the request pool, not in the
  * module's request context: the token is masked (and so destroyed) in
- * the rewrite phase while it is resolved in the content phase, possibly
- * after an internal redirect, which clears module contexts.  An
- * asynchronous lookup (an authority subrequest) will keep its progress
- * here too.
+ * the rewrite phase while it is resolved in the access phase and used in
+ * the content phase, possibly after an internal redirect, which clears
+ * module contexts.  The asynchronous resolution (waiting on the shared
+ * cache, the authority subrequest) keeps its progress here too, and an
+ * authenticated connection stays listed here for revocations.
  */
 typedef struct {
     ngx_http_request_t             *request;
+    ngx_hookstream_shctx_t         *sh;
+
     ngx_hookstream_cred_e           source;
     u_char                          hash[NGX_HOOKSTREAM_SHA256_LEN];
+    u_char                          query_hash[NGX_HOOKSTREAM_SHA256_LEN];
+
+    ngx_hookstream_auth_phase_e     phase;
+    ngx_uint_t                      allow;      /* resolved for this mask */
+    ngx_int_t                       status;     /* NGX_OK or HTTP status */
+    const char                     *message;
+    time_t                          retry_after;
+
+    ngx_str_t                       org;
+    u_char                          org_data[NGX_HOOKSTREAM_ORG_LEN];
+    ngx_uint_t                      sources;    /* NGX_HOOKSTREAM_SOURCES_* */
+
+    ngx_hookstream_authkey_t        key;
+    ngx_hookstream_authres_t        res;
+    ngx_uint_t                      sub_status;
+
+    ngx_event_t                     wait;
+    ngx_msec_t                      wait_start;
+    ngx_msec_t                      wait_delay;
+    ngx_queue_t                     waiting;    /* the worker's waiters */
+    ngx_queue_t                     live;       /* the worker's connections */
+
+    unsigned                        has_query:1;
     unsigned                        query_done:1;
+    unsigned                        waited:1;
+    unsigned                        sub_done:1;
+    unsigned                        sub_org:1;  /* a valid X-Hookstream-Org */
+    unsigned                        retried:1;
+    unsigned                        authority:1;
+    unsigned                        in_waiting:1;
+    unsigned                        registered:1;
 } ngx_http_hookstream_auth_ctx_t;
+
+
+/*
+ * The worker's own: its authenticated connections, by credential, for
+ * revocations, and its requests waiting on another's answer.
+ */
+typedef struct {
+    ngx_hookstream_shctx_t         *sh;
+    ngx_queue_t                     live;
+    ngx_queue_t                     waiters;
+    ngx_hookstream_sub_t            sub;
+    unsigned                        subscribed:1;
+} ngx_http_hookstream_auth_worker_t;
 
 
 static u_char *ngx_hookstream_directory_read(ngx_conf_t *cf, ngx_str_t *path,
@@ -87,7 +157,7 @@ static void ngx_http_hookstream_take_token(ngx_http_request_t *r,
     ngx_http_hookstream_auth_ctx_t *ctx);
 static void ngx_http_hookstream_mask_query(u_char *p, u_char *last,
     ngx_uint_t stop_at_space);
-static ngx_table_elt_t *ngx_http_hookstream_find_header(ngx_http_request_t *r,
+static ngx_table_elt_t *ngx_http_hookstream_find_header(ngx_list_t *headers,
     u_char *name, size_t len, ngx_uint_t *count);
 static ngx_int_t ngx_http_hookstream_check_origin(ngx_http_request_t *r,
     ngx_http_hookstream_loc_conf_t *hlcf);
@@ -95,10 +165,54 @@ static ngx_int_t ngx_http_hookstream_same_origin(ngx_http_request_t *r,
     ngx_str_t *origin);
 static void ngx_http_hookstream_strip_default_port(ngx_str_t *authority,
     ngx_str_t *scheme);
-static ngx_int_t ngx_http_hookstream_auth_resolve(ngx_http_request_t *r,
-    ngx_http_hookstream_auth_ctx_t *ctx, ngx_str_t *org_id);
 static ngx_int_t ngx_http_hookstream_auth_rewrite_handler(
     ngx_http_request_t *r);
+
+static ngx_int_t ngx_http_hookstream_auth_access_handler(
+    ngx_http_request_t *r);
+static void ngx_http_hookstream_auth_hide_version(ngx_http_request_t *r);
+static ngx_int_t ngx_http_hookstream_auth_run(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx, ngx_uint_t nowait);
+static ngx_int_t ngx_http_hookstream_auth_credential(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx);
+static void ngx_http_hookstream_auth_key(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx);
+static ngx_int_t ngx_http_hookstream_auth_cached(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx, ngx_uint_t state);
+static void ngx_http_hookstream_auth_finish(ngx_http_hookstream_auth_ctx_t *ctx,
+    ngx_int_t status, const char *message);
+static void ngx_http_hookstream_auth_allowed(
+    ngx_http_hookstream_auth_ctx_t *ctx, u_char *org);
+static void ngx_http_hookstream_auth_denied(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx, ngx_uint_t status);
+static void ngx_http_hookstream_auth_unavailable(
+    ngx_http_hookstream_auth_ctx_t *ctx);
+static ngx_int_t ngx_http_hookstream_auth_client_addr(ngx_http_request_t *r,
+    ngx_str_t *addr);
+static ngx_int_t ngx_http_hookstream_auth_ask(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx);
+static ngx_int_t ngx_http_hookstream_auth_push_header(ngx_http_request_t *sr,
+    char *name, u_char *value, size_t len);
+static ngx_int_t ngx_http_hookstream_auth_done(ngx_http_request_t *sr,
+    void *data, ngx_int_t rc);
+static ngx_table_elt_t *ngx_http_hookstream_auth_answer_header(
+    ngx_http_request_t *sr, char *name, size_t len, ngx_uint_t *count);
+static ngx_uint_t ngx_http_hookstream_auth_sources(
+    ngx_http_hookstream_auth_ctx_t *ctx, ngx_http_request_t *sr);
+static ngx_int_t ngx_http_hookstream_auth_answer(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx);
+static void ngx_http_hookstream_auth_wait(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx);
+static void ngx_http_hookstream_auth_stop_waiting(
+    ngx_http_hookstream_auth_ctx_t *ctx);
+static void ngx_http_hookstream_auth_wait_handler(ngx_event_t *ev);
+static void ngx_http_hookstream_auth_wake(void);
+static ngx_int_t ngx_http_hookstream_auth_source_id(ngx_http_request_t *r,
+    ngx_http_hookstream_loc_conf_t *hlcf, ngx_str_t *id);
+
+static void ngx_http_hookstream_auth_revoke_deliver(ngx_hookstream_sub_t *sub,
+    ngx_hookstream_msg_t *msg);
+static void ngx_http_hookstream_auth_worker_exit(void *data);
 
 
 static const char  *ngx_http_hookstream_cred_names[] = {
@@ -107,6 +221,20 @@ static const char  *ngx_http_hookstream_cred_names[] = {
     "API key (X-API-Key header)",
     "session cookie"
 };
+
+
+static ngx_str_t  ngx_http_hookstream_revoke_topic =
+    ngx_string(NGX_HOOKSTREAM_REVOKE_TOPIC);
+
+
+/*
+ * The worker's list of connections and waiters.  Like the broker's
+ * worker state this is per-process state, as nginx keeps ngx_worker: a
+ * worker serves the one cycle it was started with.  It is set in
+ * init_process, points into that cycle's pool and is cleared by the
+ * pool's cleanup when the worker exits; the master never sets it.
+ */
+static ngx_http_hookstream_auth_worker_t  *ngx_http_hookstream_auth_worker;
 
 
 /* the directory file */
@@ -613,10 +741,10 @@ ngx_hookstream_directory_add_sources(ngx_conf_t *cf, ngx_str_t *path,
     ngx_str_t *org_id, cJSON *org, ngx_hookstream_dir_source_t *sources,
     ngx_uint_t *n)
 {
-    u_char                       quote[NGX_HOOKSTREAM_QUOTE_LEN];
-    size_t                       len;
-    cJSON                       *array, *item;
-    ngx_uint_t                   i;
+    u_char                        quote[NGX_HOOKSTREAM_QUOTE_LEN];
+    size_t                        len;
+    cJSON                        *array, *item;
+    ngx_uint_t                    i;
     ngx_hookstream_dir_source_t  *s;
 
     array = cJSON_GetObjectItemCaseSensitive(org, "sources");
@@ -1049,12 +1177,9 @@ ngx_int_t
 ngx_http_hookstream_authenticate(ngx_http_request_t *r, ngx_uint_t allow,
     ngx_str_t *org_id, const char **message)
 {
-    ngx_int_t                        rc;
-    ngx_uint_t                       count;
+    u_char                          *p;
     ngx_table_elt_t                 *h;
-    ngx_http_variable_value_t       *vv;
     ngx_http_hookstream_auth_ctx_t  *ctx;
-    ngx_http_hookstream_loc_conf_t  *hlcf;
 
     ctx = ngx_http_hookstream_auth_ctx(r);
 
@@ -1067,35 +1192,417 @@ ngx_http_hookstream_authenticate(ngx_http_request_t *r, ngx_uint_t allow,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
+    if (ctx->phase != NGX_HOOKSTREAM_AUTH_DONE || ctx->allow != allow) {
 
-    if (!(allow & NGX_HOOKSTREAM_AUTH_KEY)
-        && (ctx->source == NGX_HOOKSTREAM_CRED_QUERY
-            || ctx->source == NGX_HOOKSTREAM_CRED_HEADER))
-    {
-        ctx->source = NGX_HOOKSTREAM_CRED_NONE;
+        /*
+         * The access phase did not resolve this credential (another
+         * module ended the phase first): what needs no waiting is done
+         * here, the authority cannot be asked any more.
+         */
+
+        ngx_http_hookstream_auth_stop_waiting(ctx);
+
+        ctx->phase = NGX_HOOKSTREAM_AUTH_NEW;
+        ctx->allow = allow;
+
+        (void) ngx_http_hookstream_auth_run(r, ctx, 1);
     }
 
-    if (ctx->source == NGX_HOOKSTREAM_CRED_NONE
-        && (allow & NGX_HOOKSTREAM_AUTH_KEY))
+    if (ctx->phase == NGX_HOOKSTREAM_AUTH_DONE
+        && ctx->status == NGX_OK
+        && ctx->org.len)
     {
-        h = ngx_http_hookstream_find_header(r, (u_char *) "X-API-Key",
-                                            sizeof("X-API-Key") - 1, &count);
-        if (h && h->value.len) {
-            SHA256(h->value.data, h->value.len, ctx->hash);
-            ctx->source = NGX_HOOKSTREAM_CRED_HEADER;
+        *org_id = ctx->org;
+
+        /* listed for revocations until the request is freed */
+
+        if (!ctx->registered && ngx_http_hookstream_auth_worker) {
+            ngx_queue_insert_tail(&ngx_http_hookstream_auth_worker->live,
+                                  &ctx->live);
+            ctx->registered = 1;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ctx->status == NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "hookstream: a credential was left unresolved");
+
+        *message = "Internal server error";
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        h = ngx_list_push(&r->headers_out.headers);
+        p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+
+        if (h == NULL || p == NULL) {
+            *message = "Internal server error";
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Retry-After");
+        h->value.data = p;
+        h->value.len = ngx_sprintf(p, "%T", ctx->retry_after) - p;
+    }
+
+    *message = ctx->message;
+
+    return ctx->status;
+}
+
+
+/*
+ * The access phase of hookstream_stream and hookstream_source: resolves
+ * the credential, waiting for the shared cache or the authority when it
+ * must, and leaves the answer in the request's credential state for the
+ * content handler, which still answers a bad handshake first.
+ */
+
+static ngx_int_t
+ngx_http_hookstream_auth_access_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    const char                      *msg;
+    ngx_http_hookstream_auth_ctx_t  *ctx;
+    ngx_http_hookstream_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
+
+    if (hlcf->endpoint != NGX_HOOKSTREAM_EP_STREAM
+        && hlcf->endpoint != NGX_HOOKSTREAM_EP_SOURCE)
+    {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_hookstream_auth_ctx(r);
+
+    ngx_http_hookstream_take_token(r, ctx);
+
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->phase == NGX_HOOKSTREAM_AUTH_NEW) {
+
+        /* a bad handshake is answered with 400 or 426, unresolved */
+
+        rc = ngx_http_hookstream_ws_check(r, &msg);
+
+        if (rc != NGX_OK) {
+            ngx_http_hookstream_auth_hide_version(r);
+            return NGX_DECLINED;
+        }
+
+        ctx->allow = (hlcf->endpoint == NGX_HOOKSTREAM_EP_STREAM)
+                     ? (NGX_HOOKSTREAM_AUTH_KEY|NGX_HOOKSTREAM_AUTH_COOKIE)
+                     : NGX_HOOKSTREAM_AUTH_KEY;
+    }
+
+    rc = ngx_http_hookstream_auth_run(r, ctx, 0);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The content handler checks the handshake again and adds the 426's
+ * Sec-WebSocket-Version header then: the access phase's one is dropped.
+ */
+
+static void
+ngx_http_hookstream_auth_hide_version(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Sec-WebSocket-Version") - 1
+            && ngx_strncasecmp(h[i].key.data,
+                               (u_char *) "Sec-WebSocket-Version",
+                               sizeof("Sec-WebSocket-Version") - 1)
+               == 0)
+        {
+            h[i].hash = 0;
+        }
+    }
+}
+
+
+/*
+ * Moves the resolution on as far as it goes: NGX_AGAIN while it waits
+ * (for the cache or the authority), NGX_OK when the answer is in ctx.
+ * With "nowait" it never waits: what would is answered with 503.
+ */
+
+static ngx_int_t
+ngx_http_hookstream_auth_run(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx, ngx_uint_t nowait)
+{
+    time_t                            retry;
+    ngx_int_t                         rc;
+    ngx_str_t                         addr;
+    ngx_uint_t                        state, flags, kind;
+    ngx_msec_t                        elapsed;
+    ngx_http_hookstream_loc_conf_t   *hlcf;
+    ngx_http_hookstream_main_conf_t  *hmcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
+
+    for ( ;; ) {
+
+        switch (ctx->phase) {
+
+        case NGX_HOOKSTREAM_AUTH_NEW:
+
+            /* nothing is allowed until an answer says so */
+            ctx->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            ctx->message = "Internal server error";
+
+            ctx->sh = hmcf->shm_zone ? hmcf->shm_zone->data : NULL;
+            ctx->authority = 0;
+            ctx->retried = 0;
+            ctx->waited = 0;
+
+            rc = ngx_http_hookstream_auth_credential(r, ctx);
+
+            if (rc != NGX_OK) {
+                return NGX_OK;
+            }
+
+            /* an address past its failures is not let near the key */
+
+            if (hlcf->auth_fail_limit
+                && ctx->sh
+                && ngx_http_hookstream_auth_client_addr(r, &addr) == NGX_OK
+                && ngx_hookstream_authcache_fail_check(ctx->sh, &addr,
+                                                       hlcf->auth_fail_limit,
+                                                       &retry)
+                   == NGX_BUSY)
+            {
+                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                              "client sent more than %ui bad credentials a "
+                              "minute, refused for %T s",
+                              hlcf->auth_fail_limit, retry);
+
+                ctx->retry_after = retry;
+                ngx_http_hookstream_auth_finish(ctx,
+                                                NGX_HTTP_TOO_MANY_REQUESTS,
+                                                "Too many failed credentials");
+                return NGX_OK;
+            }
+
+            kind = (ctx->source == NGX_HOOKSTREAM_CRED_COOKIE)
+                   ? NGX_HOOKSTREAM_AUTH_COOKIE : NGX_HOOKSTREAM_AUTH_KEY;
+
+            if (ngx_hookstream_directory_lookup(hmcf->directory, kind,
+                                                ctx->hash, &ctx->org)
+                == NGX_OK)
+            {
+                ngx_http_hookstream_auth_finish(ctx, NGX_OK, NULL);
+                return NGX_OK;
+            }
+
+            if (hlcf->auth_request.len == 0) {
+
+                if (hmcf->directory == NULL) {
+                    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                                  "hookstream: a credential cannot be "
+                                  "resolved without \"hookstream_directory\" "
+                                  "or \"hookstream_auth_request\"");
+                }
+
+                ngx_http_hookstream_auth_denied(r, ctx,
+                                                NGX_HTTP_UNAUTHORIZED);
+                return NGX_OK;
+            }
+
+            if (ctx->sh == NULL) {
+                ngx_http_hookstream_auth_unavailable(ctx);
+                return NGX_OK;
+            }
+
+            ngx_http_hookstream_auth_key(r, ctx);
+
+            ctx->phase = NGX_HOOKSTREAM_AUTH_LOOKUP;
+
+            /* fall through */
+
+        case NGX_HOOKSTREAM_AUTH_LOOKUP:
+
+            flags = nowait ? 0 : NGX_HOOKSTREAM_AUTHCACHE_CREATE;
+
+            if (ctx->waited) {
+                flags |= NGX_HOOKSTREAM_AUTHCACHE_WAITED;
+            }
+
+            state = ngx_hookstream_authcache_lookup(ctx->sh, &ctx->key, flags,
+                                                    hlcf->auth_timeout,
+                                                    hmcf->auth_cache_max,
+                                                    &ctx->res);
+
+            if (state != NGX_HOOKSTREAM_AUTHCACHE_MISS
+                && state != NGX_HOOKSTREAM_AUTHCACHE_PENDING)
+            {
+                return ngx_http_hookstream_auth_cached(r, ctx, state);
+            }
+
+            if (nowait) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "hookstream: the credential sha256:%*xs... "
+                              "needs \"hookstream_auth_request\", which "
+                              "runs in the access phase, and the phase "
+                              "ended before it",
+                              (size_t) 4, ctx->hash);
+                ngx_http_hookstream_auth_unavailable(ctx);
+                return NGX_OK;
+            }
+
+            if (state == NGX_HOOKSTREAM_AUTHCACHE_MISS) {
+
+                if (ngx_http_hookstream_auth_ask(r, ctx) != NGX_OK) {
+
+                    if (ctx->res.owner) {
+                        ctx->res.state = NGX_HOOKSTREAM_AUTHCACHE_ERROR;
+                        (void) ngx_hookstream_authcache_store(ctx->sh,
+                                                  &ctx->key, &ctx->res, 0,
+                                                  hmcf->auth_cache_max);
+                        ngx_http_hookstream_auth_wake();
+                    }
+
+                    ngx_http_hookstream_auth_finish(ctx,
+                                              NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                              "Internal server error");
+                    return NGX_OK;
+                }
+
+                ctx->phase = NGX_HOOKSTREAM_AUTH_ASK;
+                return NGX_AGAIN;
+            }
+
+            /* another request asks the authority: its answer is ours */
+
+            if (!ctx->waited) {
+                ctx->waited = 1;
+                ctx->wait_start = ngx_current_msec;
+                ctx->wait_delay = NGX_HOOKSTREAM_AUTH_POLL_MIN;
+            }
+
+            elapsed = ngx_current_msec - ctx->wait_start;
+
+            if (elapsed >= hlcf->auth_timeout) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "hookstream: no answer of the authority on "
+                              "sha256:%*xs... in %Mms, refusing it",
+                              (size_t) 4, ctx->hash, elapsed);
+                ngx_http_hookstream_auth_unavailable(ctx);
+                return NGX_OK;
+            }
+
+            ngx_http_hookstream_auth_wait(r, ctx);
+
+            ctx->phase = NGX_HOOKSTREAM_AUTH_WAIT;
+            return NGX_AGAIN;
+
+        case NGX_HOOKSTREAM_AUTH_WAIT:
+
+            if (ctx->wait.timer_set || ctx->wait.posted) {
+                return NGX_AGAIN;
+            }
+
+            ngx_http_hookstream_auth_stop_waiting(ctx);
+
+            ctx->phase = NGX_HOOKSTREAM_AUTH_LOOKUP;
+            break;
+
+        case NGX_HOOKSTREAM_AUTH_ASK:
+
+            if (!ctx->sub_done) {
+                return NGX_AGAIN;
+            }
+
+            if (ngx_http_hookstream_auth_answer(r, ctx) == NGX_AGAIN) {
+                /* a revocation came meanwhile: ask once more */
+                ctx->phase = NGX_HOOKSTREAM_AUTH_LOOKUP;
+                break;
+            }
+
+            return NGX_OK;
+
+        default: /* NGX_HOOKSTREAM_AUTH_DONE */
+            return NGX_OK;
+        }
+    }
+}
+
+
+/* the request's credential into ctx->hash; the HTTP status if none */
+
+static ngx_int_t
+ngx_http_hookstream_auth_credential(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx)
+{
+    ngx_uint_t                       count;
+    ngx_table_elt_t                 *h;
+    ngx_http_variable_value_t       *vv;
+    ngx_http_hookstream_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
+
+    ctx->source = NGX_HOOKSTREAM_CRED_NONE;
+
+    if (ctx->allow & NGX_HOOKSTREAM_AUTH_KEY) {
+
+        if (ctx->has_query) {
+            ngx_memcpy(ctx->hash, ctx->query_hash,
+                       NGX_HOOKSTREAM_SHA256_LEN);
+            ctx->source = NGX_HOOKSTREAM_CRED_QUERY;
+
+        } else {
+            h = ngx_http_hookstream_find_header(&r->headers_in.headers,
+                                                (u_char *) "X-API-Key",
+                                                sizeof("X-API-Key") - 1,
+                                                &count);
+            if (h && h->value.len) {
+                SHA256(h->value.data, h->value.len, ctx->hash);
+                ctx->source = NGX_HOOKSTREAM_CRED_HEADER;
+            }
         }
     }
 
     if (ctx->source == NGX_HOOKSTREAM_CRED_NONE
-        && (allow & NGX_HOOKSTREAM_AUTH_COOKIE)
+        && (ctx->allow & NGX_HOOKSTREAM_AUTH_COOKIE)
         && hlcf->cookie_index != NGX_CONF_UNSET)
     {
         vv = ngx_http_get_indexed_variable(r, hlcf->cookie_index);
 
         if (vv == NULL) {
-            *message = "Internal server error";
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            ngx_http_hookstream_auth_finish(ctx,
+                                            NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                            "Internal server error");
+            return NGX_ERROR;
         }
 
         if (!vv->not_found && vv->len) {
@@ -1107,8 +1614,9 @@ ngx_http_hookstream_authenticate(ngx_http_request_t *r, ngx_uint_t allow,
              */
 
             if (ngx_http_hookstream_check_origin(r, hlcf) != NGX_OK) {
-                *message = "Origin not allowed";
-                return NGX_HTTP_FORBIDDEN;
+                ngx_http_hookstream_auth_finish(ctx, NGX_HTTP_FORBIDDEN,
+                                                "Origin not allowed");
+                return NGX_ERROR;
             }
 
             SHA256(vv->data, vv->len, ctx->hash);
@@ -1119,66 +1627,1166 @@ ngx_http_hookstream_authenticate(ngx_http_request_t *r, ngx_uint_t allow,
     if (ctx->source == NGX_HOOKSTREAM_CRED_NONE) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "client sent no %s",
-                      (allow & NGX_HOOKSTREAM_AUTH_COOKIE)
+                      (ctx->allow & NGX_HOOKSTREAM_AUTH_COOKIE)
                       ? "API key or session cookie" : "API key");
 
-        *message = "Missing API key";
-        return NGX_HTTP_UNAUTHORIZED;
+        ngx_http_hookstream_auth_finish(ctx, NGX_HTTP_UNAUTHORIZED,
+                                        "Missing API key");
+        return NGX_ERROR;
     }
 
-    rc = ngx_http_hookstream_auth_resolve(r, ctx, org_id);
+    return NGX_OK;
+}
 
-    if (rc == NGX_OK) {
-        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+
+/* the cache key: the hash, its kind, and the source on hookstream_source */
+
+static void
+ngx_http_hookstream_auth_key(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx)
+{
+    ngx_str_t                        id;
+    ngx_http_hookstream_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
+
+    ngx_memzero(&ctx->key, sizeof(ngx_hookstream_authkey_t));
+    ngx_memcpy(ctx->key.hash, ctx->hash, NGX_HOOKSTREAM_SHA256_LEN);
+
+    ctx->key.kind = (ctx->source == NGX_HOOKSTREAM_CRED_COOKIE)
+                    ? NGX_HOOKSTREAM_AUTH_COOKIE : NGX_HOOKSTREAM_AUTH_KEY;
+
+    if (hlcf->endpoint == NGX_HOOKSTREAM_EP_SOURCE
+        && ngx_http_hookstream_auth_source_id(r, hlcf, &id) == NGX_OK
+        && ngx_hookstream_decode_id(ctx->key.source, id.data, id.len, "src_")
+           == NGX_OK)
+    {
+        ctx->key.has_source = 1;
+    }
+}
+
+
+/* an answer found in the shared cache */
+
+static ngx_int_t
+ngx_http_hookstream_auth_cached(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx, ngx_uint_t state)
+{
+    switch (state) {
+
+    case NGX_HOOKSTREAM_AUTHCACHE_ALLOW:
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "hookstream auth: sha256:%*xs... cached as allowed",
+                       (size_t) 4, ctx->hash);
+
+        ngx_http_hookstream_auth_allowed(ctx, ctx->res.org);
+        break;
+
+    case NGX_HOOKSTREAM_AUTHCACHE_DENY:
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "hookstream auth: sha256:%*xs... cached as refused",
+                       (size_t) 4, ctx->hash);
+
+        ngx_http_hookstream_auth_denied(r, ctx, ctx->res.status);
+        break;
+
+    default: /* NGX_HOOKSTREAM_AUTHCACHE_ERROR */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "hookstream: the authority's answer on sha256:%*xs... "
+                      "that this request waited for failed, refusing it",
+                      (size_t) 4, ctx->hash);
+
+        ngx_http_hookstream_auth_unavailable(ctx);
+        break;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_hookstream_auth_finish(ngx_http_hookstream_auth_ctx_t *ctx,
+    ngx_int_t status, const char *message)
+{
+    ngx_http_hookstream_auth_stop_waiting(ctx);
+
+    ctx->status = status;
+    ctx->message = message;
+    ctx->phase = NGX_HOOKSTREAM_AUTH_DONE;
+
+    if (status == NGX_OK) {
+        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
                        "hookstream auth: %s sha256:%*xs... is org \"%V\"",
                        ngx_http_hookstream_cred_names[ctx->source],
-                       (size_t) 4, ctx->hash, org_id);
-        return NGX_OK;
+                       (size_t) 4, ctx->hash, &ctx->org);
     }
+}
 
-    if (rc == NGX_DECLINED) {
+
+/* the authority's (or the cache's) allow, with the org's 16 bytes */
+
+static void
+ngx_http_hookstream_auth_allowed(ngx_http_hookstream_auth_ctx_t *ctx,
+    u_char *org)
+{
+    u_char  *p;
+
+    p = ngx_cpymem(ctx->org_data, "org_", sizeof("org_") - 1);
+    p = ngx_hex_dump(p, org, NGX_HOOKSTREAM_HEX_ID_LEN / 2);
+
+    ctx->org.data = ctx->org_data;
+    ctx->org.len = p - ctx->org_data;
+
+    ctx->sources = ctx->res.sources;
+    ctx->authority = 1;
+
+    ngx_http_hookstream_auth_finish(ctx, NGX_OK, NULL);
+}
+
+
+/* an unknown credential (401, counted per address) or a refused one */
+
+static void
+ngx_http_hookstream_auth_denied(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx, ngx_uint_t status)
+{
+    ngx_str_t                         addr;
+    ngx_http_hookstream_loc_conf_t   *hlcf;
+    ngx_http_hookstream_main_conf_t  *hmcf;
+
+    if (status == NGX_HTTP_FORBIDDEN) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "client sent an unknown %s, sha256:%*xs...",
+                      "client sent a %s that the authority refused here, "
+                      "sha256:%*xs...",
                       ngx_http_hookstream_cred_names[ctx->source],
                       (size_t) 4, ctx->hash);
 
-        *message = (ctx->source == NGX_HOOKSTREAM_CRED_COOKIE)
-                   ? "Invalid session" : "Invalid API key";
-        return NGX_HTTP_UNAUTHORIZED;
+        ngx_http_hookstream_auth_finish(ctx, NGX_HTTP_FORBIDDEN,
+                                        "Credential not allowed here");
+        return;
     }
 
-    *message = "Internal server error";
-    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "client sent an unknown %s, sha256:%*xs...",
+                  ngx_http_hookstream_cred_names[ctx->source],
+                  (size_t) 4, ctx->hash);
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
+
+    if (hlcf->auth_fail_limit
+        && ctx->sh
+        && ngx_http_hookstream_auth_client_addr(r, &addr) == NGX_OK)
+    {
+        ngx_hookstream_authcache_fail_add(ctx->sh, &addr,
+                                          hlcf->auth_fail_limit,
+                                          hmcf->auth_cache_max);
+    }
+
+    ngx_http_hookstream_auth_finish(ctx, NGX_HTTP_UNAUTHORIZED,
+                                    (ctx->source == NGX_HOOKSTREAM_CRED_COOKIE)
+                                    ? "Invalid session" : "Invalid API key");
+}
+
+
+/* the authority could not be asked or did not answer: fail closed */
+
+static void
+ngx_http_hookstream_auth_unavailable(ngx_http_hookstream_auth_ctx_t *ctx)
+{
+    ngx_http_hookstream_auth_finish(ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "Credentials cannot be checked now");
+}
+
+
+/* the binary client address, as $binary_remote_addr */
+
+static ngx_int_t
+ngx_http_hookstream_auth_client_addr(ngx_http_request_t *r, ngx_str_t *addr)
+{
+    struct sockaddr_in   *sin;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6  *sin6;
+#endif
+
+    switch (r->connection->sockaddr->sa_family) {
+
+#if (NGX_HAVE_INET6)
+    case AF_INET6:
+        sin6 = (struct sockaddr_in6 *) r->connection->sockaddr;
+
+        addr->data = sin6->sin6_addr.s6_addr;
+        addr->len = sizeof(struct in6_addr);
+
+        return NGX_OK;
+#endif
+
+    case AF_INET:
+        sin = (struct sockaddr_in *) r->connection->sockaddr;
+
+        addr->data = (u_char *) &sin->sin_addr;
+        addr->len = sizeof(in_addr_t);
+
+        return NGX_OK;
+
+    default:
+        /* unix sockets: all clients look the same, so none is limited */
+        return NGX_DECLINED;
+    }
 }
 
 
 /*
- * The credential's hash -> org.  Only the directory for now; an authority
- * subrequest and the shared cache will sit here, and may then return
- * NGX_AGAIN to have the caller come back when the answer is in.
+ * The authority subrequest.  It carries the credential's hash, never the
+ * credential: its headers are a new list, not the client's, so neither
+ * X-API-Key nor Cookie reaches the backend or its logs.
  */
 
 static ngx_int_t
-ngx_http_hookstream_auth_resolve(ngx_http_request_t *r,
-    ngx_http_hookstream_auth_ctx_t *ctx, ngx_str_t *org_id)
+ngx_http_hookstream_auth_ask(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx)
 {
-    ngx_uint_t                        kind;
+    u_char                          *p, hex[2 * NGX_HOOKSTREAM_SHA256_LEN];
+    ngx_str_t                        uri, args, id;
+    ngx_http_request_t              *sr;
+    ngx_http_post_subrequest_t      *ps;
+    ngx_http_hookstream_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return NGX_ERROR;
+    }
+
+    ps->handler = ngx_http_hookstream_auth_done;
+    ps->data = ctx;
+
+    uri = hlcf->auth_request;
+    ngx_str_null(&args);
+
+    p = ngx_strlchr(uri.data, uri.data + uri.len, '?');
+
+    if (p) {
+        args.data = p + 1;
+        args.len = uri.data + uri.len - args.data;
+        uri.len = p - uri.data;
+    }
+
+    ctx->sub_done = 0;
+    ctx->sub_org = 0;
+    ctx->sub_status = 0;
+
+    if (ngx_http_subrequest(r, &uri, args.len ? &args : NULL, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_WAITED)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* as auth_request: no body is read for it, none is sent back */
+
+    sr->request_body = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+    if (sr->request_body == NULL) {
+        return NGX_ERROR;
+    }
+
+    sr->header_only = 1;
+
+    ngx_memzero(&sr->headers_in, sizeof(ngx_http_headers_in_t));
+
+    if (ngx_list_init(&sr->headers_in.headers, r->pool, 4,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    sr->headers_in.server = r->headers_in.server;
+    sr->headers_in.content_length_n = -1;
+    sr->headers_in.keep_alive_n = -1;
+
+    ngx_hex_dump(hex, ctx->hash, NGX_HOOKSTREAM_SHA256_LEN);
+
+    if (ngx_http_hookstream_auth_push_header(sr,
+                                             "X-Hookstream-Credential-Hash",
+                                             hex, sizeof(hex))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->key.kind == NGX_HOOKSTREAM_AUTH_COOKIE) {
+        p = (u_char *) "session";
+
+    } else {
+        p = (u_char *) "api_key";
+    }
+
+    if (ngx_http_hookstream_auth_push_header(sr,
+                                             "X-Hookstream-Credential-Kind",
+                                             p, ngx_strlen(p))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->key.has_source) {
+        id.len = sizeof("src_") - 1 + NGX_HOOKSTREAM_HEX_ID_LEN;
+        id.data = ngx_pnalloc(r->pool, id.len);
+        if (id.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(id.data, "src_", sizeof("src_") - 1);
+        ngx_hex_dump(p, ctx->key.source, NGX_HOOKSTREAM_HEX_ID_LEN / 2);
+
+        if (ngx_http_hookstream_auth_push_header(sr, "X-Hookstream-Source",
+                                                 id.data, id.len)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "hookstream auth: asking \"%V\" about sha256:%*xs...",
+                   &hlcf->auth_request, (size_t) 4, ctx->hash);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_hookstream_auth_push_header(ngx_http_request_t *sr, char *name,
+    u_char *value, size_t len)
+{
+    u_char           *p;
+    size_t            n;
+    ngx_table_elt_t  *h;
+
+    n = ngx_strlen(name);
+
+    h = ngx_list_push(&sr->headers_in.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(sr->pool, n + len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->key.len = n;
+    h->key.data = (u_char *) name;
+
+    h->lowcase_key = p;
+    ngx_strlow(h->lowcase_key, (u_char *) name, n);
+    h->hash = ngx_hash_strlow(h->lowcase_key, (u_char *) name, n);
+
+    h->value.len = len;
+    h->value.data = ngx_cpymem(p + n, value, len) - len;
+
+    return NGX_OK;
+}
+
+
+/* the subrequest is over: what it said, before its state goes away */
+
+static ngx_int_t
+ngx_http_hookstream_auth_done(ngx_http_request_t *sr, void *data,
+    ngx_int_t rc)
+{
+    ngx_http_hookstream_auth_ctx_t *ctx = data;
+
+    ngx_uint_t        count;
+    ngx_table_elt_t  *h;
+
+    ctx->sub_done = 1;
+    ctx->sub_status = sr->headers_out.status;
+
+    if (rc == NGX_ERROR) {
+        ctx->sub_status = 0;
+
+    } else if (rc >= NGX_HTTP_SPECIAL_RESPONSE
+               && ctx->sub_status < NGX_HTTP_SPECIAL_RESPONSE)
+    {
+        ctx->sub_status = rc;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+                   "hookstream auth: the authority answered %ui, rc:%i",
+                   ctx->sub_status, rc);
+
+    ngx_memzero(ctx->res.org, sizeof(ctx->res.org));
+    ctx->res.sources = NGX_HOOKSTREAM_SOURCES_UNKNOWN;
+
+    if (ctx->sub_status < NGX_HTTP_OK
+        || ctx->sub_status >= NGX_HTTP_SPECIAL_RESPONSE)
+    {
+        return rc;
+    }
+
+    h = ngx_http_hookstream_auth_answer_header(sr, "X-Hookstream-Org",
+                                               sizeof("X-Hookstream-Org") - 1,
+                                               &count);
+
+    if (h && count == 1
+        && ngx_hookstream_decode_id(ctx->res.org, h->value.data,
+                                    h->value.len, "org_")
+           == NGX_OK)
+    {
+        ctx->sub_org = 1;
+    }
+
+    ctx->res.sources = ngx_http_hookstream_auth_sources(ctx, sr);
+
+    return rc;
+}
+
+
+/* a header of the authority's answer: the upstream's, else the response's */
+
+static ngx_table_elt_t *
+ngx_http_hookstream_auth_answer_header(ngx_http_request_t *sr, char *name,
+    size_t len, ngx_uint_t *count)
+{
+    ngx_table_elt_t  *h;
+
+    h = NULL;
+    *count = 0;
+
+    if (sr->upstream) {
+        h = ngx_http_hookstream_find_header(&sr->upstream->headers_in.headers,
+                                            (u_char *) name, len, count);
+    }
+
+    if (h == NULL) {
+        h = ngx_http_hookstream_find_header(&sr->headers_out.headers,
+                                            (u_char *) name, len, count);
+    }
+
+    return h;
+}
+
+
+/* is the source asked about in X-Hookstream-Sources, "src_a, src_b"? */
+
+static ngx_uint_t
+ngx_http_hookstream_auth_sources(ngx_http_hookstream_auth_ctx_t *ctx,
+    ngx_http_request_t *sr)
+{
+    u_char            *p, *last, *start, *end;
+    u_char             id[NGX_HOOKSTREAM_HEX_ID_LEN / 2];
+    ngx_uint_t         i, found;
+    ngx_list_t        *list;
+    ngx_list_part_t   *part;
+    ngx_table_elt_t   *h;
+
+    if (!ctx->key.has_source) {
+        return NGX_HOOKSTREAM_SOURCES_UNKNOWN;
+    }
+
+    list = sr->upstream ? &sr->upstream->headers_in.headers
+                        : &sr->headers_out.headers;
+
+    found = 0;
+    part = &list->part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0
+            || h[i].key.len != sizeof("X-Hookstream-Sources") - 1
+            || ngx_strncasecmp(h[i].key.data,
+                               (u_char *) "X-Hookstream-Sources",
+                               sizeof("X-Hookstream-Sources") - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        found = 1;
+
+        p = h[i].value.data;
+        last = p + h[i].value.len;
+
+        while (p < last) {
+
+            while (p < last && (*p == ' ' || *p == '\t' || *p == ',')) {
+                p++;
+            }
+
+            start = p;
+
+            while (p < last && *p != ',' && *p != ' ' && *p != '\t') {
+                p++;
+            }
+
+            end = p;
+
+            if (end > start
+                && ngx_hookstream_decode_id(id, start, end - start, "src_")
+                   == NGX_OK
+                && ngx_memcmp(id, ctx->key.source, sizeof(id)) == 0)
+            {
+                return NGX_HOOKSTREAM_SOURCES_LISTED;
+            }
+        }
+    }
+
+    return found ? NGX_HOOKSTREAM_SOURCES_NOT_LISTED
+                 : NGX_HOOKSTREAM_SOURCES_UNKNOWN;
+}
+
+
+/*
+ * The authority's answer: 2xx with X-Hookstream-Org allows, 401 and 403
+ * refuse, anything else fails closed.  It goes to the shared cache for
+ * the other requests.  NGX_AGAIN when it must be asked again.
+ */
+
+static ngx_int_t
+ngx_http_hookstream_auth_answer(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx)
+{
+    ngx_int_t                         rc;
+    ngx_uint_t                        status;
+    ngx_msec_t                        ttl;
+    ngx_http_hookstream_loc_conf_t   *hlcf;
+    ngx_http_hookstream_main_conf_t  *hmcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
+
+    status = ctx->sub_status;
+    ttl = 0;
+
+    if (status >= NGX_HTTP_OK && status < NGX_HTTP_SPECIAL_RESPONSE
+        && ctx->sub_org)
+    {
+        ctx->res.state = NGX_HOOKSTREAM_AUTHCACHE_ALLOW;
+        ttl = (ngx_msec_t) hlcf->auth_valid * 1000;
+
+    } else if (status == NGX_HTTP_UNAUTHORIZED
+               || status == NGX_HTTP_FORBIDDEN)
+    {
+        ctx->res.state = NGX_HOOKSTREAM_AUTHCACHE_DENY;
+        ctx->res.status = status;
+        ttl = (ngx_msec_t) hlcf->auth_invalid * 1000;
+
+    } else {
+
+        if (status >= NGX_HTTP_OK && status < NGX_HTTP_SPECIAL_RESPONSE) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "hookstream_auth_request \"%V\" answered %ui "
+                          "without a valid X-Hookstream-Org for "
+                          "sha256:%*xs..., refusing the credential",
+                          &hlcf->auth_request, status,
+                          (size_t) 4, ctx->hash);
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "hookstream_auth_request \"%V\" answered %ui for "
+                          "sha256:%*xs..., refusing the credential",
+                          &hlcf->auth_request, status,
+                          (size_t) 4, ctx->hash);
+        }
+
+        ctx->res.state = NGX_HOOKSTREAM_AUTHCACHE_ERROR;
+    }
+
+    rc = ngx_hookstream_authcache_store(ctx->sh, &ctx->key, &ctx->res, ttl,
+                                        hmcf->auth_cache_max);
+
+    ngx_http_hookstream_auth_wake();
+
+    if (rc == NGX_DECLINED) {
+
+        if (!ctx->retried) {
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "hookstream auth: a revocation came while asking "
+                           "about sha256:%*xs..., asking again",
+                           (size_t) 4, ctx->hash);
+
+            ctx->retried = 1;
+            ctx->waited = 0;
+            return NGX_AGAIN;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "hookstream: revocations kept coming while asking "
+                      "about sha256:%*xs..., refusing it",
+                      (size_t) 4, ctx->hash);
+
+        ngx_http_hookstream_auth_unavailable(ctx);
+        return NGX_OK;
+    }
+
+    switch (ctx->res.state) {
+
+    case NGX_HOOKSTREAM_AUTHCACHE_ALLOW:
+        ngx_http_hookstream_auth_allowed(ctx, ctx->res.org);
+        break;
+
+    case NGX_HOOKSTREAM_AUTHCACHE_DENY:
+        ngx_http_hookstream_auth_denied(r, ctx, status);
+        break;
+
+    default:
+        ngx_http_hookstream_auth_unavailable(ctx);
+        break;
+    }
+
+    return NGX_OK;
+}
+
+
+/* polls the shared cache, sooner when this worker's own answer comes */
+
+static void
+ngx_http_hookstream_auth_wait(ngx_http_request_t *r,
+    ngx_http_hookstream_auth_ctx_t *ctx)
+{
+    ctx->wait.handler = ngx_http_hookstream_auth_wait_handler;
+    ctx->wait.data = ctx;
+    ctx->wait.log = r->connection->log;
+
+    ngx_add_timer(&ctx->wait, ctx->wait_delay);
+
+    ctx->wait_delay = ngx_min(ctx->wait_delay * 2,
+                              NGX_HOOKSTREAM_AUTH_POLL_MAX);
+
+    if (!ctx->in_waiting && ngx_http_hookstream_auth_worker) {
+        ngx_queue_insert_tail(&ngx_http_hookstream_auth_worker->waiters,
+                              &ctx->waiting);
+        ctx->in_waiting = 1;
+    }
+}
+
+
+static void
+ngx_http_hookstream_auth_stop_waiting(ngx_http_hookstream_auth_ctx_t *ctx)
+{
+    if (ctx->wait.timer_set) {
+        ngx_del_timer(&ctx->wait);
+    }
+
+    if (ctx->wait.posted) {
+        ngx_delete_posted_event(&ctx->wait);
+    }
+
+    if (ctx->in_waiting) {
+        ngx_queue_remove(&ctx->waiting);
+        ctx->in_waiting = 0;
+    }
+}
+
+
+static void
+ngx_http_hookstream_auth_wait_handler(ngx_event_t *ev)
+{
+    ngx_connection_t                *c;
+    ngx_http_request_t              *r;
+    ngx_http_hookstream_auth_ctx_t  *ctx;
+
+    ctx = ev->data;
+    r = ctx->request;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "hookstream auth: looking at the cache again");
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* this worker stored an answer: its waiters look right away */
+
+static void
+ngx_http_hookstream_auth_wake(void)
+{
+    ngx_queue_t                     *q;
+    ngx_http_hookstream_auth_ctx_t  *ctx;
+
+    if (ngx_http_hookstream_auth_worker == NULL) {
+        return;
+    }
+
+    for (q = ngx_queue_head(&ngx_http_hookstream_auth_worker->waiters);
+         q != ngx_queue_sentinel(&ngx_http_hookstream_auth_worker->waiters);
+         q = ngx_queue_next(q))
+    {
+        ctx = ngx_queue_data(q, ngx_http_hookstream_auth_ctx_t, waiting);
+
+        if (ctx->wait.timer_set) {
+            ngx_del_timer(&ctx->wait);
+            ngx_post_event(&ctx->wait, &ngx_posted_events);
+        }
+    }
+}
+
+
+/* the id of hookstream_source: its variable, or the last path segment */
+
+static ngx_int_t
+ngx_http_hookstream_auth_source_id(ngx_http_request_t *r,
+    ngx_http_hookstream_loc_conf_t *hlcf, ngx_str_t *id)
+{
+    u_char  *p, *last;
+
+    if (hlcf->id) {
+        return ngx_http_complex_value(r, hlcf->id, id);
+    }
+
+    last = r->uri.data + r->uri.len;
+
+    while (last > r->uri.data && last[-1] == '/') {
+        last--;
+    }
+
+    p = last;
+
+    while (p > r->uri.data && p[-1] != '/') {
+        p--;
+    }
+
+    id->data = p;
+    id->len = last - p;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_hookstream_auth_source(ngx_http_request_t *r, ngx_str_t *source_id,
+    ngx_str_t *owner)
+{
+    u_char                            id[NGX_HOOKSTREAM_HEX_ID_LEN / 2];
+    ngx_http_hookstream_auth_ctx_t   *ctx;
     ngx_http_hookstream_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
 
-    if (hmcf->directory == NULL) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "hookstream: a credential cannot be resolved without "
-                      "\"hookstream_directory\"");
+    if (ngx_hookstream_directory_source(hmcf->directory, source_id, owner)
+        == NGX_OK)
+    {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_hookstream_auth_ctx(r);
+
+    if (ctx == NULL
+        || ctx->phase != NGX_HOOKSTREAM_AUTH_DONE
+        || ctx->status != NGX_OK
+        || !ctx->authority
+        || !ctx->key.has_source
+        || ngx_hookstream_decode_id(id, source_id->data, source_id->len,
+                                    "src_")
+           != NGX_OK
+        || ngx_memcmp(id, ctx->key.source, sizeof(id)) != 0)
+    {
         return NGX_DECLINED;
     }
 
-    kind = (ctx->source == NGX_HOOKSTREAM_CRED_COOKIE)
-           ? NGX_HOOKSTREAM_AUTH_COOKIE : NGX_HOOKSTREAM_AUTH_KEY;
+    switch (ctx->sources) {
 
-    return ngx_hookstream_directory_lookup(hmcf->directory, kind, ctx->hash,
-                                           org_id);
+    case NGX_HOOKSTREAM_SOURCES_LISTED:
+        *owner = ctx->org;
+        return NGX_OK;
+
+    case NGX_HOOKSTREAM_SOURCES_NOT_LISTED:
+        ngx_str_set(owner, "");
+        return NGX_OK;
+
+    default:
+        return NGX_DECLINED;
+    }
+}
+
+
+/* revocations */
+
+
+const char *
+ngx_http_hookstream_auth_revoke(ngx_http_request_t *r, cJSON *json)
+{
+    u_char                           *p, hash[NGX_HOOKSTREAM_SHA256_LEN];
+    u_char                            hex[2 * NGX_HOOKSTREAM_SHA256_LEN];
+    size_t                            len;
+    cJSON                            *item;
+    ngx_uint_t                        n;
+    ngx_hookstream_pub_t              pub;
+    ngx_hookstream_shctx_t           *sh;
+    ngx_http_hookstream_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
+
+    item = cJSON_GetObjectItemCaseSensitive(json, "key_hash");
+
+    if (item == NULL) {
+        item = cJSON_GetObjectItemCaseSensitive(json, "session_hash");
+    }
+
+    if (!cJSON_IsString(item)) {
+        return "key_hash or session_hash is missing";
+    }
+
+    p = (u_char *) item->valuestring;
+    len = ngx_strlen(p);
+
+    if (len > NGX_HOOKSTREAM_HASH_PREFIX_LEN
+        && ngx_strncmp(p, NGX_HOOKSTREAM_HASH_PREFIX,
+                       NGX_HOOKSTREAM_HASH_PREFIX_LEN)
+           == 0)
+    {
+        p += NGX_HOOKSTREAM_HASH_PREFIX_LEN;
+        len -= NGX_HOOKSTREAM_HASH_PREFIX_LEN;
+    }
+
+    if (len != NGX_HOOKSTREAM_HASH_HEX_LEN
+        || ngx_hookstream_decode_hex(hash, p, len, 0) != NGX_OK)
+    {
+        return "the hash is not 64 hex digits";
+    }
+
+    if (hmcf->shm_zone == NULL) {
+        return "not stored: no zone";
+    }
+
+    sh = hmcf->shm_zone->data;
+
+    n = ngx_hookstream_authcache_revoke(sh, hash);
+
+    ngx_hex_dump(hex, hash, NGX_HOOKSTREAM_SHA256_LEN);
+
+    ngx_memzero(&pub, sizeof(ngx_hookstream_pub_t));
+
+    pub.topic = ngx_http_hookstream_revoke_topic;
+    ngx_str_set(&pub.type, "revoke");
+    ngx_str_set(&pub.channel, "revoke");
+    pub.key.data = hex;
+    pub.key.len = sizeof(hex);
+
+    if (ngx_hookstream_broker_publish(sh, &pub, 16, 60, NULL,
+                                      r->connection->log)
+        != NGX_OK)
+    {
+        return "not stored: the zone is full";
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "hookstream: credential sha256:%*xs... revoked, %ui cached "
+                  "answers dropped", (size_t) 4, hash, n);
+
+    return NULL;
+}
+
+
+/* in every worker: close the connections that used a revoked credential */
+
+static void
+ngx_http_hookstream_auth_revoke_deliver(ngx_hookstream_sub_t *sub,
+    ngx_hookstream_msg_t *msg)
+{
+    u_char                              hash[NGX_HOOKSTREAM_SHA256_LEN];
+    ngx_uint_t                          n;
+    ngx_queue_t                        *q;
+    ngx_http_hookstream_ws_t           *ws;
+    ngx_http_hookstream_auth_ctx_t     *ctx;
+    ngx_http_hookstream_auth_worker_t  *w;
+
+    w = sub->data;
+
+    if (msg->key.len != NGX_HOOKSTREAM_HASH_HEX_LEN
+        || ngx_hookstream_decode_hex(hash, msg->key.data, msg->key.len, 0)
+           != NGX_OK)
+    {
+        return;
+    }
+
+    n = 0;
+
+    for (q = ngx_queue_head(&w->live);
+         q != ngx_queue_sentinel(&w->live);
+         q = ngx_queue_next(q))
+    {
+        ctx = ngx_queue_data(q, ngx_http_hookstream_auth_ctx_t, live);
+
+        if (ngx_memcmp(ctx->hash, hash, NGX_HOOKSTREAM_SHA256_LEN) != 0) {
+            continue;
+        }
+
+        /* the request's module context is its WebSocket once upgraded */
+
+        ws = ngx_http_get_module_ctx(ctx->request, ngx_hookstream_module);
+
+        if (ws == NULL || ws->request != ctx->request
+            || ws->finalized || ws->close_sent)
+        {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "hookstream: the credential sha256:%*xs... of this "
+                      "connection was revoked, closing",
+                      (size_t) 4, hash);
+
+        ngx_http_hookstream_ws_close(ws, NGX_HOOKSTREAM_CLOSE_REVOKED,
+                                     "credential revoked");
+        n++;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, sub->log, 0,
+                   "hookstream auth: revocation of sha256:%*xs... closed "
+                   "%ui connections", (size_t) 4, hash, n);
+
+    (void) n;
+}
+
+
+ngx_int_t
+ngx_http_hookstream_auth_init_process(ngx_cycle_t *cycle)
+{
+    ngx_pool_cleanup_t                 *cln;
+    ngx_http_hookstream_auth_worker_t  *w;
+    ngx_http_hookstream_main_conf_t    *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_hookstream_module);
+
+    if (hmcf == NULL || hmcf->shm_zone == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    w = ngx_pcalloc(cycle->pool, sizeof(ngx_http_hookstream_auth_worker_t));
+    if (w == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cycle->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    w->sh = hmcf->shm_zone->data;
+
+    ngx_queue_init(&w->live);
+    ngx_queue_init(&w->waiters);
+
+    w->sub.deliver = ngx_http_hookstream_auth_revoke_deliver;
+    w->sub.data = w;
+    w->sub.log = cycle->log;
+
+    if (ngx_hookstream_broker_subscribe(w->sh, &w->sub,
+                                        &ngx_http_hookstream_revoke_topic,
+                                        NULL)
+        == NGX_OK)
+    {
+        w->subscribed = 1;
+
+    } else {
+        /* the worker still serves; only its connections outlive revokes */
+        ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                      "hookstream: no room in the zone to follow "
+                      "revocations; revoked credentials keep their "
+                      "connections in this worker");
+    }
+
+    cln->handler = ngx_http_hookstream_auth_worker_exit;
+    cln->data = w;
+
+    ngx_http_hookstream_auth_worker = w;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_hookstream_auth_worker_exit(void *data)
+{
+    ngx_http_hookstream_auth_worker_t  *w = data;
+
+    /* before the broker's own cleanup, which was added earlier */
+
+    if (w->subscribed) {
+        ngx_hookstream_broker_unsubscribe(&w->sub);
+        w->subscribed = 0;
+    }
+
+    if (ngx_http_hookstream_auth_worker == w) {
+        ngx_http_hookstream_auth_worker = NULL;
+    }
+}
+
+
+/* hookstream_client_rate */
+
+
+ngx_int_t
+ngx_http_hookstream_client_rate(ngx_http_hookstream_ws_t *ws)
+{
+    u_char      *p, buf[160];
+    ngx_uint_t   rate;
+    ngx_msec_t   now, elapsed;
+
+    /*
+     * An inbound source is answered in order, one reply per message: it
+     * is bounded by its in-flight limit, not by dropping messages.
+     */
+
+    if (ws->conf->endpoint == NGX_HOOKSTREAM_EP_SOURCE) {
+        return NGX_OK;
+    }
+
+    rate = ws->conf->client_rate;
+
+    if (rate == NGX_CONF_UNSET_UINT) {
+        rate = NGX_HOOKSTREAM_CLIENT_RATE_DEFAULT;
+    }
+
+    if (rate == 0) {
+        return NGX_OK;
+    }
+
+    now = ngx_current_msec;
+    elapsed = now - ws->rate_start;
+
+    if (elapsed >= 1000) {
+
+        if (ws->rate_count <= rate || elapsed >= 2000) {
+            /* the last second was within the rate */
+            ws->rate_strikes = 0;
+        }
+
+        ws->rate_start = now;
+        ws->rate_count = 0;
+    }
+
+    if (++ws->rate_count <= rate) {
+        return NGX_OK;
+    }
+
+    if (ws->rate_count > rate + 1) {
+        /* told once a second */
+        return NGX_DECLINED;
+    }
+
+    if (++ws->rate_strikes >= NGX_HOOKSTREAM_RATE_STRIKES) {
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "client sent more than %ui messages a second for %ui "
+                      "seconds, closing", rate, ws->rate_strikes);
+
+        ngx_http_hookstream_ws_close(ws, NGX_HOOKSTREAM_CLOSE_POLICY,
+                                     "message rate exceeded");
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                  "client sent more than %ui messages a second, dropping",
+                  rate);
+
+    p = ngx_snprintf(buf, sizeof(buf),
+                     "{\"type\":\"error\",\"data\":{\"code\":\"rate_limited\","
+                     "\"message\":\"more than %ui messages a second: "
+                     "messages dropped\"}}", rate);
+
+    (void) ngx_http_hookstream_ws_send_text(ws, buf, p - buf);
+
+    return NGX_DECLINED;
+}
+
+
+/* the directives */
+
+
+char *
+ngx_http_hookstream_auth_request_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_hookstream_loc_conf_t *hlcf = conf;
+
+    ngx_str_t  *value;
+
+    if (hlcf->auth_request.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        ngx_str_set(&hlcf->auth_request, "");
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len == 0 || value[1].data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid URI \"%V\": the authority is a location "
+                           "of this server, such as \"/_auth\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    hlcf->auth_request = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_hookstream_auth_cache_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_hookstream_loc_conf_t *hlcf = conf;
+
+    time_t      valid, invalid;
+    ngx_str_t  *value;
+
+    if (hlcf->auth_valid != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    valid = ngx_parse_time(&value[1], 1);
+
+    if (valid == (time_t) NGX_ERROR || valid < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid time \"%V\" for allowed credentials "
+                           "(at least 1s)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    invalid = ngx_parse_time(&value[2], 1);
+
+    if (invalid == (time_t) NGX_ERROR || invalid < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid time \"%V\" for refused credentials "
+                           "(at least 1s)", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    hlcf->auth_valid = valid;
+    hlcf->auth_invalid = invalid;
+
+    return NGX_CONF_OK;
 }
 
 
@@ -1224,9 +2832,9 @@ ngx_http_hookstream_take_token(ngx_http_request_t *r,
 
         ngx_unescape_uri(&dst, &src, value.len, 0);
 
-        SHA256(value.data, dst - value.data, ctx->hash);
+        SHA256(value.data, dst - value.data, ctx->query_hash);
 
-        ctx->source = NGX_HOOKSTREAM_CRED_QUERY;
+        ctx->has_query = 1;
         ctx->query_done = 1;
     }
 
@@ -1346,14 +2954,38 @@ ngx_http_hookstream_auth_cleanup(void *data)
 {
     ngx_http_hookstream_auth_ctx_t  *ctx = data;
 
+    ngx_http_hookstream_main_conf_t  *hmcf;
+
+    ngx_http_hookstream_auth_stop_waiting(ctx);
+
+    if (ctx->registered) {
+        ngx_queue_remove(&ctx->live);
+        ctx->registered = 0;
+    }
+
+    if (ctx->phase == NGX_HOOKSTREAM_AUTH_ASK && ctx->res.owner) {
+
+        /* the request went away while asking: its waiters ask again */
+
+        hmcf = ngx_http_get_module_main_conf(ctx->request,
+                                             ngx_hookstream_module);
+
+        ctx->res.state = NGX_HOOKSTREAM_AUTHCACHE_ERROR;
+        (void) ngx_hookstream_authcache_store(ctx->sh, &ctx->key, &ctx->res,
+                                              0, hmcf->auth_cache_max);
+        ngx_http_hookstream_auth_wake();
+    }
+
     ngx_explicit_memzero(ctx->hash, NGX_HOOKSTREAM_SHA256_LEN);
+    ngx_explicit_memzero(ctx->query_hash, NGX_HOOKSTREAM_SHA256_LEN);
+    ngx_explicit_memzero(&ctx->key, sizeof(ngx_hookstream_authkey_t));
 }
 
 
 /* the first header of that name, and how many there are */
 
 static ngx_table_elt_t *
-ngx_http_hookstream_find_header(ngx_http_request_t *r, u_char *name,
+ngx_http_hookstream_find_header(ngx_list_t *headers, u_char *name,
     size_t len, ngx_uint_t *count)
 {
     ngx_uint_t        i;
@@ -1363,7 +2995,7 @@ ngx_http_hookstream_find_header(ngx_http_request_t *r, u_char *name,
     found = NULL;
     *count = 0;
 
-    part = &r->headers_in.headers.part;
+    part = &headers->part;
     h = part->elts;
 
     for (i = 0; /* void */ ; i++) {
@@ -1413,7 +3045,8 @@ ngx_http_hookstream_check_origin(ngx_http_request_t *r,
     ngx_int_t                      rc;
 #endif
 
-    h = ngx_http_hookstream_find_header(r, (u_char *) "Origin",
+    h = ngx_http_hookstream_find_header(&r->headers_in.headers,
+                                        (u_char *) "Origin",
                                         sizeof("Origin") - 1, &count);
 
     if (h == NULL || h->value.len == 0) {
@@ -1589,6 +3222,15 @@ ngx_http_hookstream_auth_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_hookstream_auth_rewrite_handler;
+
+    /* as auth_request: the credential is resolved in the access phase */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_hookstream_auth_access_handler;
 
     return NGX_OK;
 }
