@@ -36,6 +36,10 @@ static char *ngx_http_hookstream_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_hookstream_session_cookie(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_hookstream_test_session_limits(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_hookstream_positive_time(ngx_conf_t *cf, void *post,
+    void *data);
 
 static ngx_int_t ngx_http_hookstream_add_zone(ngx_conf_t *cf,
     ngx_http_hookstream_main_conf_t *hmcf, ngx_str_t *name, size_t size);
@@ -48,6 +52,10 @@ static void ngx_http_hookstream_exit_process(ngx_cycle_t *cycle);
 
 static ngx_conf_num_bounds_t  ngx_http_hookstream_positive_bounds = {
     ngx_conf_check_num_bounds, 1, NGX_MAX_INT_T_VALUE
+};
+
+static ngx_conf_post_t  ngx_http_hookstream_positive_time_post = {
+    ngx_http_hookstream_positive_time
 };
 
 
@@ -95,11 +103,53 @@ static ngx_command_t  ngx_http_hookstream_commands[] = {
       NGX_HOOKSTREAM_EP_INGEST,
       NULL },
 
+    { ngx_string("hookstream_status"),
+      NGX_HTTP_LOC_CONF|NGX_HTTP_LIF_CONF|NGX_CONF_NOARGS,
+      ngx_http_hookstream_endpoint,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HOOKSTREAM_EP_STATUS,
+      NULL },
+
     { ngx_string("hookstream_publish"),
       NGX_HTTP_LOC_CONF|NGX_HTTP_LIF_CONF|NGX_CONF_NOARGS,
       ngx_http_hookstream_endpoint,
       NGX_HTTP_LOC_CONF_OFFSET,
       NGX_HOOKSTREAM_EP_PUBLISH,
+      NULL },
+
+    { ngx_string("hookstream_test_sessions"),
+      NGX_HTTP_LOC_CONF|NGX_HTTP_LIF_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_hookstream_endpoint,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HOOKSTREAM_EP_TEST_SESSIONS,
+      NULL },
+
+    { ngx_string("hookstream_test_stream"),
+      NGX_HTTP_LOC_CONF|NGX_HTTP_LIF_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_hookstream_endpoint,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HOOKSTREAM_EP_TEST_STREAM,
+      NULL },
+
+    { ngx_string("hookstream_test_session_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hookstream_loc_conf_t, test_session_ttl),
+      &ngx_http_hookstream_positive_time_post },
+
+    { ngx_string("hookstream_test_session_limits"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_hookstream_test_session_limits,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("hookstream_test_session_url"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hookstream_loc_conf_t, test_session_url),
       NULL },
 
     { ngx_string("hookstream_session_cookie"),
@@ -156,6 +206,48 @@ static ngx_command_t  ngx_http_hookstream_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_hookstream_loc_conf_t, deflate),
+      NULL },
+
+    { ngx_string("hookstream_auth_request"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_hookstream_auth_request_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("hookstream_auth_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_hookstream_auth_cache_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("hookstream_auth_cache_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_hookstream_main_conf_t, auth_cache_max),
+      &ngx_http_hookstream_positive_bounds },
+
+    { ngx_string("hookstream_auth_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hookstream_loc_conf_t, auth_timeout),
+      NULL },
+
+    { ngx_string("hookstream_auth_fail_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hookstream_loc_conf_t, auth_fail_limit),
+      NULL },
+
+    { ngx_string("hookstream_client_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hookstream_loc_conf_t, client_rate),
       NULL },
 
     { ngx_string("hookstream_publish_secret"),
@@ -237,6 +329,7 @@ ngx_http_hookstream_create_main_conf(ngx_conf_t *cf)
     hmcf->zone_size = NGX_CONF_UNSET_SIZE;
     hmcf->journal_fsync = NGX_CONF_UNSET;
     hmcf->journal_segment = NGX_CONF_UNSET_SIZE;
+    hmcf->auth_cache_max = NGX_CONF_UNSET_UINT;
 
     return hmcf;
 }
@@ -279,6 +372,12 @@ ngx_http_hookstream_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(hmcf->journal_fsync, 1);
     ngx_conf_init_size_value(hmcf->journal_segment, 64 * 1024 * 1024);
 
+    /* the credential cache may take an eighth of the zone by default */
+    ngx_conf_init_uint_value(hmcf->auth_cache_max,
+                             ngx_max((hmcf->zone_size == NGX_CONF_UNSET_SIZE
+                                      ? NGX_HOOKSTREAM_DEFAULT_ZONE_SIZE
+                                      : hmcf->zone_size) / 8 / 128, 64));
+
     return NGX_CONF_OK;
 }
 
@@ -317,7 +416,10 @@ ngx_http_hookstream_create_loc_conf(ngx_conf_t *cf)
     hlcf->test_session_ttl = NGX_CONF_UNSET;
     hlcf->test_session_requests = NGX_CONF_UNSET_UINT;
     hlcf->test_session_per_ip = NGX_CONF_UNSET_UINT;
+    hlcf->test_session_url = NGX_CONF_UNSET_PTR;
     hlcf->auth_fail_limit = NGX_CONF_UNSET_UINT;
+    hlcf->auth_timeout = NGX_CONF_UNSET_MSEC;
+    hlcf->client_rate = NGX_CONF_UNSET_UINT;
     hlcf->deflate = NGX_CONF_UNSET;
 
     return hlcf;
@@ -373,9 +475,18 @@ ngx_http_hookstream_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->test_session_requests, 2000);
     ngx_conf_merge_uint_value(conf->test_session_per_ip,
                               prev->test_session_per_ip, 10);
+    ngx_conf_merge_ptr_value(conf->test_session_url, prev->test_session_url,
+                             NULL);
 
     ngx_conf_merge_uint_value(conf->auth_fail_limit, prev->auth_fail_limit,
                               30);
+    ngx_conf_merge_msec_value(conf->auth_timeout, prev->auth_timeout,
+                              NGX_HOOKSTREAM_AUTH_TIMEOUT_DEFAULT);
+
+    /* unset stays unset: the default depends on the endpoint */
+    if (conf->client_rate == NGX_CONF_UNSET_UINT) {
+        conf->client_rate = prev->client_rate;
+    }
     ngx_conf_merge_value(conf->deflate, prev->deflate, 0);
 
     ngx_conf_merge_str_value(conf->publish_secret, prev->publish_secret, "");
@@ -485,6 +596,9 @@ ngx_http_hookstream_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ctx->shpool = shpool;
     shpool->data = ctx;
 
+    /* a full zone is an expected event: its users log their own line */
+    shpool->log_nomem = 0;
+
     /* an epoch per zone: cursors of an older zone are recognised as foreign */
     ngx_hookstream_random_bytes((u_char *) &ctx->epoch, sizeof(ctx->epoch));
     ctx->epoch &= 0xffffffffffff;
@@ -494,6 +608,18 @@ ngx_http_hookstream_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     if (ngx_hookstream_dedup_init_zone(ctx, shm_zone) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_hookstream_stats_init_zone(ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_hookstream_sessions_init_zone(ctx, shm_zone) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_hookstream_authcache_init_zone(ctx, shm_zone) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -737,6 +863,59 @@ ngx_http_hookstream_session_cookie(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
+ngx_http_hookstream_test_session_limits(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_hookstream_loc_conf_t *hlcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (hlcf->test_session_requests != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR || n < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid request limit \"%V\" (a positive number "
+                           "of requests per session)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    hlcf->test_session_requests = n;
+
+    n = ngx_atoi(value[2].data, value[2].len);
+    if (n == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid creation limit \"%V\" (sessions per "
+                           "client address and hour, 0 for no limit)",
+                           &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    hlcf->test_session_per_ip = n;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_hookstream_positive_time(ngx_conf_t *cf, void *post, void *data)
+{
+    time_t  *sp = data;
+
+    if (*sp < 1) {
+        return "must be at least 1 second";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
 ngx_http_hookstream_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_hookstream_loc_conf_t *hlcf = conf;
@@ -821,6 +1000,10 @@ ngx_http_hookstream_init_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_hookstream_ipc_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_hookstream_auth_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
 

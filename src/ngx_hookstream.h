@@ -24,6 +24,7 @@
 
 typedef struct ngx_hookstream_directory_s  ngx_hookstream_directory_t;
 typedef struct ngx_hookstream_shctx_s      ngx_hookstream_shctx_t;
+typedef struct ngx_hookstream_stats_s      ngx_hookstream_stats_t;
 typedef struct ngx_hookstream_journal_s    ngx_hookstream_journal_t;
 typedef struct ngx_http_hookstream_ws_s    ngx_http_hookstream_ws_t;
 
@@ -54,6 +55,8 @@ typedef struct {
     ngx_hookstream_journal_t    *journal;
 
     ngx_str_t                    redis_url;
+
+    ngx_uint_t                   auth_cache_max;
 
     ngx_regex_t                 *channel_regex;
     ngx_uint_t                   endpoints;
@@ -86,8 +89,11 @@ typedef struct {
     time_t                       test_session_ttl;
     ngx_uint_t                   test_session_requests;
     ngx_uint_t                   test_session_per_ip;
+    ngx_http_complex_value_t    *test_session_url;
 
     ngx_uint_t                   auth_fail_limit;
+    ngx_msec_t                   auth_timeout;
+    ngx_uint_t                   client_rate;
     ngx_flag_t                   deflate;
     ngx_str_t                    publish_secret;
 } ngx_http_hookstream_loc_conf_t;
@@ -96,8 +102,11 @@ typedef struct {
 struct ngx_hookstream_shctx_s {
     ngx_slab_pool_t             *shpool;
     uint64_t                     epoch;
+    ngx_hookstream_stats_t      *stats;     /* ngx_hookstream_status.c */
     void                        *broker;    /* ngx_hookstream_broker.c */
     void                        *dedup;     /* ngx_hookstream_ingest.c */
+    void                        *sessions;  /* ngx_hookstream_sessions.c */
+    void                        *authcache; /* ngx_hookstream_authcache.c */
 };
 
 
@@ -145,12 +154,14 @@ u_char *ngx_hookstream_random_hex(u_char *dst, size_t bytes);
 
 
 #include "ngx_hookstream_buf.h"
+#include "ngx_hookstream_stats.h"
 #include "ngx_hookstream_ws_parse.h"
 #include "ngx_hookstream_broker.h"
 #include "ngx_hookstream_journal.h"
 #include "ngx_hookstream_auth.h"
 #include "ngx_hookstream_ingest.h"
 #include "ngx_hookstream_ws.h"
+#include "ngx_hookstream_sessions.h"
 
 
 #endif /* _NGX_HOOKSTREAM_H_INCLUDED_ */

@@ -48,10 +48,12 @@ typedef struct {
     ngx_hookstream_sub_t               sub;
     ngx_str_t                         *channels;
     ngx_uint_t                         nchannels;
+    ngx_str_t                         *replay;     /* during a replay */
     unsigned                           explicit:1;
     unsigned                           subscribed:1;
     unsigned                           counted:1;
     unsigned                           test:1;
+    unsigned                           replaying:1;
 } ngx_http_hookstream_stream_ctx_t;
 
 
@@ -90,6 +92,8 @@ static const char *ngx_http_hookstream_publish_one(ngx_http_request_t *r,
     ngx_str_t *line);
 
 static ngx_int_t ngx_http_hookstream_stream_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_hookstream_channel_match(ngx_str_t *ch,
+    ngx_hookstream_msg_t *msg);
 static ngx_int_t ngx_http_hookstream_stream_message(
     ngx_http_hookstream_ws_t *ws, ngx_uint_t opcode, u_char *data,
     size_t len);
@@ -126,14 +130,25 @@ static ngx_http_hookstream_ws_handler_t  ngx_http_hookstream_stream_ws = {
 ngx_int_t
 ngx_http_hookstream_handler(ngx_http_request_t *r)
 {
-    ngx_http_hookstream_loc_conf_t  *hlcf;
+    ngx_int_t                         rc;
+    ngx_http_hookstream_loc_conf_t   *hlcf;
+    ngx_http_hookstream_main_conf_t  *hmcf;
 
     hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
 
     switch (hlcf->endpoint) {
 
     case NGX_HOOKSTREAM_EP_SOURCE:
-        return ngx_http_hookstream_source_handler(r);
+        rc = ngx_http_hookstream_source_handler(r);
+        break;
+
+    case NGX_HOOKSTREAM_EP_STREAM:
+        rc = ngx_http_hookstream_stream_handler(r);
+        break;
+
+    case NGX_HOOKSTREAM_EP_TEST_STREAM:
+        rc = ngx_http_hookstream_test_stream_handler(r);
+        break;
 
     case NGX_HOOKSTREAM_EP_INGEST:
         return ngx_http_hookstream_ingest_handler(r);
@@ -141,12 +156,28 @@ ngx_http_hookstream_handler(ngx_http_request_t *r)
     case NGX_HOOKSTREAM_EP_PUBLISH:
         return ngx_http_hookstream_publish_handler(r);
 
-    case NGX_HOOKSTREAM_EP_STREAM:
-        return ngx_http_hookstream_stream_handler(r);
+    case NGX_HOOKSTREAM_EP_STATUS:
+        return ngx_http_hookstream_status_handler(r);
+
+    case NGX_HOOKSTREAM_EP_TEST_SESSIONS:
+        return ngx_http_hookstream_sessions_handler(r);
 
     default:
         return NGX_DECLINED;
     }
+
+    /* a WebSocket handshake: upgraded, or answered with its status */
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
+
+    if (hmcf->shm_zone) {
+        ngx_hookstream_stats_handshake(hmcf->shm_zone->data,
+                                       r->headers_out.status
+                                       ? r->headers_out.status
+                                       : (ngx_uint_t) rc);
+    }
+
+    return rc;
 }
 
 
@@ -219,11 +250,9 @@ ngx_http_hookstream_source_handler(ngx_http_request_t *r)
     const char                        *msg;
     ngx_http_hookstream_ws_t          *ws;
     ngx_http_hookstream_loc_conf_t    *hlcf;
-    ngx_http_hookstream_main_conf_t   *hmcf;
     ngx_http_hookstream_source_ctx_t  *ctx;
 
     hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
-    hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
@@ -245,10 +274,10 @@ ngx_http_hookstream_source_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* the directory's owner, or the sources the authority listed */
+
     if (!ngx_hookstream_valid_id(&id, "src_")
-        || hmcf->directory == NULL
-        || ngx_hookstream_directory_source(hmcf->directory, &id, &owner)
-           != NGX_OK)
+        || ngx_http_hookstream_auth_source(r, &id, &owner) != NGX_OK)
     {
         return ngx_http_hookstream_send_error(r, NGX_HTTP_NOT_FOUND,
                                               "Source not found");
@@ -616,10 +645,17 @@ ngx_http_hookstream_ingest_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (!ngx_hookstream_valid_id(&id, "src_")
-        || hmcf->directory == NULL
-        || ngx_hookstream_directory_source(hmcf->directory, &id, &org)
-           != NGX_OK)
+    if (ngx_hookstream_session_valid_id(&id)) {
+        /* a test session: counted against its limit here */
+
+        if (ngx_http_hookstream_session_ingest(r, &id, &rc) != NGX_OK) {
+            return rc;
+        }
+
+    } else if (!ngx_hookstream_valid_id(&id, "src_")
+               || hmcf->directory == NULL
+               || ngx_hookstream_directory_source(hmcf->directory, &id, &org)
+                  != NGX_OK)
     {
         rc = ngx_http_discard_request_body(r);
         if (rc != NGX_OK) {
@@ -660,9 +696,17 @@ ngx_http_hookstream_ingest_body(ngx_http_request_t *r)
     hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
     hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
 
-    if (ngx_http_hookstream_get_id(r, hlcf, &id) != NGX_OK
-        || ngx_hookstream_directory_source(hmcf->directory, &id, &org)
-           != NGX_OK
+    if (ngx_http_hookstream_get_id(r, hlcf, &id) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    /* a test session is its own topic */
+    org = id;
+
+    if ((!ngx_hookstream_session_valid_id(&id)
+         && ngx_hookstream_directory_source(hmcf->directory, &id, &org)
+            != NGX_OK)
         || ngx_http_hookstream_read_body(r, &body) != NGX_OK
         || ngx_http_hookstream_headers_json(r, &headers) != NGX_OK)
     {
@@ -838,6 +882,12 @@ ngx_http_hookstream_ingest_body(ngx_http_request_t *r)
     ev->buffer_count = hlcf->buffer_count;
     ev->buffer_age = hlcf->buffer_age;
 
+    if (ngx_hookstream_session_valid_id(&id)) {
+        /* published on the session's "test" channel, never journaled */
+        ev->test = 1;
+        ev->ephemeral = 1;
+    }
+
     rc = ngx_hookstream_ingest(ev, hmcf);
 
     if (rc == NGX_AGAIN) {
@@ -893,7 +943,7 @@ ngx_http_hookstream_ingest_answer(ngx_http_request_t *r,
         p = ngx_cpymem(p, ",\"duplicate\":true",
                        sizeof(",\"duplicate\":true") - 1);
 
-    } else if (!ev->durable) {
+    } else if (!ev->durable && !ev->ephemeral) {
         p = ngx_cpymem(p, ",\"durable\":false",
                        sizeof(",\"durable\":false") - 1);
     }
@@ -1255,6 +1305,7 @@ ngx_http_hookstream_publish_one(ngx_http_request_t *r, ngx_str_t *line)
     ngx_str_t                         org, type, channel, data, key;
     ngx_http_hookstream_loc_conf_t   *hlcf;
     ngx_http_hookstream_main_conf_t  *hmcf;
+    const char                       *err;
     ngx_hookstream_pub_t              pub;
     static const char                *keys[] = {
         "source_id", "destination_id", "collection_id", NULL
@@ -1273,6 +1324,17 @@ ngx_http_hookstream_publish_one(ngx_http_request_t *r, ngx_str_t *line)
     if (!cJSON_IsObject(json)) {
         cJSON_Delete(json);
         return "a message must be a JSON object";
+    }
+
+    /* {"type":"revoke","key_hash":...}: no org, channel or data */
+
+    item = cJSON_GetObjectItemCaseSensitive(json, "type");
+
+    if (cJSON_IsString(item) && ngx_strcmp(item->valuestring, "revoke") == 0)
+    {
+        err = ngx_http_hookstream_auth_revoke(r, json);
+        cJSON_Delete(json);
+        return err;
     }
 
     item = cJSON_GetObjectItemCaseSensitive(json, "org_id");
@@ -1439,7 +1501,14 @@ ngx_http_hookstream_stream_handler(ngx_http_request_t *r)
 
     n = ngx_hookstream_broker_connections(sh, &org, 1);
 
-    if (n < 0 || (ngx_uint_t) n > hlcf->max_connections_per_org) {
+    if (n == NGX_ERROR) {
+        /* the zone is full: nothing was counted */
+        return ngx_http_hookstream_send_error(r,
+                                              NGX_HTTP_SERVICE_UNAVAILABLE,
+                                              "Server is at capacity");
+    }
+
+    if ((ngx_uint_t) n > hlcf->max_connections_per_org) {
         (void) ngx_hookstream_broker_connections(sh, &org, -1);
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -1544,6 +1613,8 @@ ngx_http_hookstream_stream_open(ngx_http_request_t *r, ngx_str_t *topic,
 
     /* resume from the client's cursor, else from the welcome's */
 
+    ctx->replaying = 1;
+
     if (ngx_http_arg(r, (u_char *) "cursor", 6, &arg) == NGX_OK
         && arg.len)
     {
@@ -1554,6 +1625,8 @@ ngx_http_hookstream_stream_open(ngx_http_request_t *r, ngx_str_t *topic,
         rc = ngx_hookstream_broker_subscribe(sh, &ctx->sub, &ctx->topic,
                                              &cursor);
     }
+
+    ctx->replaying = 0;
 
     if (rc == NGX_ERROR) {
         ngx_http_hookstream_ws_close(ws, NGX_HOOKSTREAM_CLOSE_INTERNAL,
@@ -1578,9 +1651,7 @@ static void
 ngx_http_hookstream_stream_deliver(ngx_hookstream_sub_t *sub,
     ngx_hookstream_msg_t *msg)
 {
-    size_t                             n;
     ngx_uint_t                         i;
-    ngx_str_t                         *ch;
     ngx_http_hookstream_stream_ctx_t  *ctx;
 
     ctx = sub->data;
@@ -1594,25 +1665,19 @@ ngx_http_hookstream_stream_deliver(ngx_hookstream_sub_t *sub,
         return;
     }
 
-    if (ctx->explicit) {
+    if (msg->replay) {
+        /* offered again by a cursor in a subscribe: for that channel only */
+
+        if (ctx->replay == NULL
+            || !ngx_http_hookstream_channel_match(ctx->replay, msg))
+        {
+            return;
+        }
+
+    } else if (ctx->explicit) {
 
         for (i = 0; i < ctx->nchannels; i++) {
-            ch = &ctx->channels[i];
-            n = msg->channel.len;
-
-            if (ch->len < n || ngx_strncmp(ch->data, msg->channel.data, n))
-            {
-                continue;
-            }
-
-            if (ch->len == n) {
-                break;
-            }
-
-            if (ch->data[n] == ':' && ch->len - n - 1 == msg->key.len
-                && ngx_strncmp(ch->data + n + 1, msg->key.data,
-                               msg->key.len) == 0)
-            {
+            if (ngx_http_hookstream_channel_match(&ctx->channels[i], msg)) {
                 break;
             }
         }
@@ -1622,7 +1687,36 @@ ngx_http_hookstream_stream_deliver(ngx_hookstream_sub_t *sub,
         }
     }
 
-    (void) ngx_http_hookstream_ws_send_buf(ctx->ws, msg->buf);
+    if (ngx_http_hookstream_ws_send_buf(ctx->ws, msg->buf) == NGX_OK) {
+        if (msg->replay || ctx->replaying) {
+            ngx_hookstream_stat_add(ctx->ws->shctx, messages_replayed, 1);
+
+        } else {
+            ngx_hookstream_stat_add(ctx->ws->shctx, messages_out, 1);
+        }
+    }
+}
+
+
+/* does a subscription "C" or "C:K" take a message of channel C, key K? */
+
+static ngx_uint_t
+ngx_http_hookstream_channel_match(ngx_str_t *ch, ngx_hookstream_msg_t *msg)
+{
+    size_t  n;
+
+    n = msg->channel.len;
+
+    if (ch->len < n || ngx_strncmp(ch->data, msg->channel.data, n) != 0) {
+        return 0;
+    }
+
+    if (ch->len == n) {
+        return 1;
+    }
+
+    return ch->data[n] == ':' && ch->len - n - 1 == msg->key.len
+           && ngx_strncmp(ch->data + n + 1, msg->key.data, msg->key.len) == 0;
 }
 
 
@@ -1784,7 +1878,11 @@ ngx_http_hookstream_stream_message(ngx_http_hookstream_ws_t *ws,
                                              ngx_hookstream_module);
         sh = hmcf->shm_zone->data;
 
+        ctx->replay = &ctx->channels[i];
+        ctx->replaying = 1;
         rc = ngx_hookstream_broker_replay(sh, &ctx->sub, &cursor);
+        ctx->replaying = 0;
+        ctx->replay = NULL;
 
         if (rc == NGX_DECLINED) {
             rc = ngx_http_hookstream_stream_reset(ctx,

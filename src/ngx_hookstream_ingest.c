@@ -103,6 +103,7 @@ ngx_hookstream_ingest(ngx_hookstream_event_t *ev,
 
         if (rc == NGX_DECLINED) {
             /* a repeat: the first event's id, nothing stored */
+            ngx_hookstream_stat_add(ev->shctx, events_duplicate, 1);
             ev->duplicate = 1;
             ev->rc = NGX_OK;
             return NGX_OK;
@@ -113,7 +114,16 @@ ngx_hookstream_ingest(ngx_hookstream_event_t *ev,
         }
     }
 
+    if (ev->ephemeral) {
+        /* a test session's request: seen live, kept nowhere */
+        ev->rc = NGX_OK;
+        ev->durable = 0;
+        ngx_hookstream_event_publish(ev);
+        return NGX_OK;
+    }
+
     if (ngx_hookstream_event_build(ev) != NGX_OK) {
+        ngx_hookstream_stat_add(ev->shctx, events_not_stored, 1);
         ngx_hookstream_dedup_forget(ev);
         return NGX_ERROR;
     }
@@ -131,6 +141,7 @@ ngx_hookstream_ingest(ngx_hookstream_event_t *ev,
     if (ngx_hookstream_journal_append(hmcf->journal, &ev->record, &ev->req)
         != NGX_OK)
     {
+        ngx_hookstream_stat_add(ev->shctx, events_not_stored, 1);
         ngx_hookstream_dedup_forget(ev);
         ev->rc = NGX_ERROR;
         return NGX_ERROR;
@@ -151,6 +162,7 @@ ngx_hookstream_event_stored(ngx_hookstream_journal_req_t *req)
         ngx_hookstream_event_publish(ev);
 
     } else {
+        ngx_hookstream_stat_add(ev->shctx, events_not_stored, 1);
         ngx_hookstream_dedup_forget(ev);
     }
 
@@ -251,6 +263,8 @@ ngx_hookstream_event_publish(ngx_hookstream_event_t *ev)
     u_char                *p, *data;
     size_t                 len;
     ngx_hookstream_pub_t   pub;
+
+    ngx_hookstream_stat_add(ev->shctx, events_ingested, 1);
 
     if (ev->shctx == NULL || ev->org_id.len == 0) {
         return;

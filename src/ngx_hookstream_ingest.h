@@ -69,6 +69,8 @@ struct ngx_hookstream_event_s {
 
     unsigned                         http:1;
     unsigned                         test:1;    /* a test session */
+    unsigned                         ephemeral:1;  /* published only,
+                                                      never journaled */
     unsigned                         duplicate:1;
     unsigned                         durable:1;
     unsigned                         dedup:1;

@@ -90,6 +90,7 @@ typedef struct {
     ngx_uint_t                      dir_unsynced;
 
     /* the outcome */
+    uint64_t                        usec;       /* write and sync took */
     ngx_err_t                       err;
     ngx_err_t                       trunc_err;
     const char                     *failed;     /* the call that failed */
@@ -156,6 +157,7 @@ static ngx_err_t ngx_hookstream_journal_mkdir(ngx_pool_t *pool,
     ngx_str_t *path);
 
 static void ngx_hookstream_journal_write(ngx_hookstream_journal_io_t *io);
+static uint64_t ngx_hookstream_journal_usec(void);
 static ngx_int_t ngx_hookstream_journal_create(
     ngx_hookstream_journal_io_t *io);
 static ngx_int_t ngx_hookstream_journal_sync_dir(
@@ -724,6 +726,7 @@ static void
 ngx_hookstream_journal_done(ngx_hookstream_journal_t *j)
 {
     ngx_int_t                      rc;
+    ngx_hookstream_shctx_t        *sh;
     ngx_hookstream_journal_io_t   *io;
     ngx_hookstream_journal_req_t  *req;
 
@@ -741,7 +744,11 @@ ngx_hookstream_journal_done(ngx_hookstream_journal_t *j)
     j->batch_buf = NULL;
     j->batch_cap = 0;
 
+    sh = j->hmcf->shm_zone ? j->hmcf->shm_zone->data : NULL;
+
     if (io->failed) {
+        ngx_hookstream_stat_add(sh, journal_errors, 1);
+
         rc = NGX_ERROR;
         ngx_hookstream_journal_report(j,
                                       ngx_hookstream_journal_count(&j->batch),
@@ -749,6 +756,9 @@ ngx_hookstream_journal_done(ngx_hookstream_journal_t *j)
 
     } else {
         rc = NGX_OK;
+
+        ngx_hookstream_stats_fsync(sh, io->usec,
+                                   ngx_hookstream_journal_count(&j->batch));
 
         if (j->failing) {
             if (j->lost) {
@@ -984,6 +994,19 @@ ngx_hookstream_journal_mkdir(ngx_pool_t *pool, ngx_str_t *path)
  * event loop.
  */
 
+/* a monotonic clock in microseconds, safe to read in a thread */
+
+static uint64_t
+ngx_hookstream_journal_usec(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
 static void
 ngx_hookstream_journal_write(ngx_hookstream_journal_io_t *io)
 {
@@ -991,10 +1014,13 @@ ngx_hookstream_journal_write(ngx_hookstream_journal_io_t *io)
     size_t           n;
     u_char          *p;
     ssize_t          rc;
+    uint64_t         start;
     ngx_err_t        err;
     ngx_uint_t       removed;
     ngx_file_info_t  fi;
 
+    start = ngx_hookstream_journal_usec();
+    io->usec = 0;
     io->err = 0;
     io->trunc_err = 0;
     io->failed = NULL;
@@ -1094,6 +1120,7 @@ again:
         goto failed;
     }
 
+    io->usec = ngx_hookstream_journal_usec() - start;
     io->size = offset;
 
     if (io->size >= io->segment) {

@@ -226,17 +226,19 @@ ngx_http_hookstream_ws_t *
 ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
     ngx_http_hookstream_ws_handler_t *handler, void *data)
 {
-    u_char                     *p;
-    size_t                      len, pipelined;
-    ngx_str_t                   digest, accept, ext;
-    ngx_table_elt_t            *key;
-    ngx_connection_t           *c;
-    ngx_http_cleanup_t         *cln;
-    ngx_hookstream_buf_t       *b;
-    ngx_http_hookstream_ws_t   *ws;
-    u_char                      md[SHA_DIGEST_LENGTH];
-    u_char                      encoded[32];
-    u_char                      concat[24 + sizeof(NGX_HOOKSTREAM_WS_GUID)];
+    u_char                           *p;
+    size_t                            len, pipelined;
+    ngx_str_t                         digest, accept, ext;
+    ngx_table_elt_t                  *key;
+    ngx_connection_t                 *c;
+    ngx_http_cleanup_t               *cln;
+    ngx_hookstream_buf_t             *b;
+    ngx_http_hookstream_ws_t         *ws;
+    ngx_http_hookstream_main_conf_t  *hmcf;
+    u_char                            md[SHA_DIGEST_LENGTH];
+    u_char                            encoded[32];
+    u_char                            concat[24
+                                             + sizeof(NGX_HOOKSTREAM_WS_GUID)];
 
     c = r->connection;
 
@@ -262,6 +264,9 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
     ws->request = r;
     ws->connection = c;
     ws->conf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
+    ws->shctx = hmcf->shm_zone ? hmcf->shm_zone->data : NULL;
     ws->handler = handler;
     ws->data = data;
 
@@ -360,6 +365,9 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
 
     /* lets a graceful shutdown reach us through c->close */
     c->idle = 1;
+
+    ngx_hookstream_stats_connection(ws->shctx, ws->conf->endpoint, 1);
+    ws->counted = 1;
 
     ws->heartbeat.handler = ngx_http_hookstream_ws_heartbeat_handler;
     ws->heartbeat.data = ws;
@@ -588,6 +596,8 @@ ngx_http_hookstream_ws_process(ngx_http_hookstream_ws_t *ws)
                           "client sent an invalid WebSocket frame: %s",
                           ws->parser.close_reason);
 
+            ngx_hookstream_stat_add(ws->shctx, closes_protocol, 1);
+
             ngx_http_hookstream_ws_close(ws, ws->parser.close_code,
                                          ws->parser.close_reason);
             ws->fail = 1;
@@ -686,6 +696,13 @@ deliver:
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
                    "hookstream ws message: opcode:%ui len:%uz",
                    opcode, len);
+
+    ngx_hookstream_stat_add(ws->shctx, messages_in, 1);
+
+    if (ngx_http_hookstream_client_rate(ws) != NGX_OK) {
+        /* over hookstream_client_rate: dropped, the client was told */
+        return NGX_OK;
+    }
 
     if (ev->compressed) {
         rc = ngx_http_hookstream_deflate_message(ws, opcode, data, len);
@@ -820,6 +837,8 @@ ngx_http_hookstream_ws_heartbeat_handler(ngx_event_t *ev)
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
                           "client missed its heartbeat for %Mms, closing",
                           elapsed);
+
+            ngx_hookstream_stat_add(ws->shctx, closes_heartbeat, 1);
 
             ngx_http_hookstream_ws_close(ws, NGX_HOOKSTREAM_CLOSE_HEARTBEAT,
                                          "heartbeat timeout");
@@ -1069,6 +1088,7 @@ ngx_http_hookstream_ws_send_buf(ngx_http_hookstream_ws_t *ws,
     ngx_hookstream_buf_t *b)
 {
     if (ws->close_sent) {
+        ngx_hookstream_stat_add(ws->shctx, messages_dropped, 1);
         return NGX_OK;
     }
 
@@ -1084,6 +1104,9 @@ ngx_http_hookstream_ws_send_buf(ngx_http_hookstream_ws_t *ws,
         ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
                       "client is too slow: %uz bytes queued, closing",
                       ws->qbytes);
+
+        ngx_hookstream_stat_add(ws->shctx, closes_slow, 1);
+        ngx_hookstream_stat_add(ws->shctx, messages_dropped, 1);
 
         ngx_http_hookstream_ws_close(ws, NGX_HOOKSTREAM_CLOSE_SLOW,
                                      "slow consumer");
@@ -1341,6 +1364,11 @@ ngx_http_hookstream_ws_cleanup(void *data)
 
     if (ws->handler && ws->handler->cleanup) {
         ws->handler->cleanup(ws);
+    }
+
+    if (ws->counted) {
+        ngx_hookstream_stats_connection(ws->shctx, ws->conf->endpoint, -1);
+        ws->counted = 0;
     }
 
     if (ws->heartbeat.timer_set) {

@@ -42,6 +42,7 @@ struct ngx_http_hookstream_ws_s {
     ngx_http_hookstream_loc_conf_t    *conf;
     ngx_http_hookstream_ws_handler_t  *handler;
     void                              *data;       /* the endpoint's */
+    ngx_hookstream_shctx_t            *shctx;      /* for the counters */
 
     ngx_hookstream_ws_parser_t         parser;
 
@@ -64,6 +65,11 @@ struct ngx_http_hookstream_ws_s {
 
     ngx_uint_t                         close_code;
 
+    /* hookstream_client_rate: messages in the current second */
+    ngx_msec_t                         rate_start;
+    ngx_uint_t                         rate_count;
+    ngx_uint_t                         rate_strikes;
+
     unsigned                           awaiting_pong:1;
     unsigned                           close_sent:1;
     unsigned                           close_received:1;
@@ -74,6 +80,7 @@ struct ngx_http_hookstream_ws_s {
     unsigned                           hold:1;      /* endpoint's pause */
     unsigned                           finalized:1;
     unsigned                           abort:1;     /* no lingering close */
+    unsigned                           counted:1;   /* in the counters */
 
     /* RFC 7692, set by ngx_http_hookstream_deflate_negotiate() */
     unsigned                           deflate:1;
