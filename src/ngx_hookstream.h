@@ -123,6 +123,10 @@ extern ngx_module_t  ngx_hookstream_module;
 
 
 ngx_int_t ngx_http_hookstream_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_hookstream_get_id(ngx_http_request_t *r,
+    ngx_http_hookstream_loc_conf_t *hlcf, ngx_str_t *id);
+ngx_table_elt_t *ngx_http_hookstream_header(ngx_http_request_t *r,
+    const char *name, size_t len);
 
 #define NGX_HOOKSTREAM_STREAM_WELCOME  0x01   /* the dashboard's welcome */
 #define NGX_HOOKSTREAM_STREAM_COUNTED  0x02   /* counted against the org */

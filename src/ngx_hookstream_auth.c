@@ -207,8 +207,6 @@ static void ngx_http_hookstream_auth_stop_waiting(
     ngx_http_hookstream_auth_ctx_t *ctx);
 static void ngx_http_hookstream_auth_wait_handler(ngx_event_t *ev);
 static void ngx_http_hookstream_auth_wake(void);
-static ngx_int_t ngx_http_hookstream_auth_source_id(ngx_http_request_t *r,
-    ngx_http_hookstream_loc_conf_t *hlcf, ngx_str_t *id);
 
 static void ngx_http_hookstream_auth_revoke_deliver(ngx_hookstream_sub_t *sub,
     ngx_hookstream_msg_t *msg);
@@ -1657,7 +1655,7 @@ ngx_http_hookstream_auth_key(ngx_http_request_t *r,
                     ? NGX_HOOKSTREAM_AUTH_COOKIE : NGX_HOOKSTREAM_AUTH_KEY;
 
     if (hlcf->endpoint == NGX_HOOKSTREAM_EP_SOURCE
-        && ngx_http_hookstream_auth_source_id(r, hlcf, &id) == NGX_OK
+        && ngx_http_hookstream_get_id(r, hlcf, &id) == NGX_OK
         && ngx_hookstream_decode_id(ctx->key.source, id.data, id.len, "src_")
            == NGX_OK)
     {
@@ -2337,37 +2335,6 @@ ngx_http_hookstream_auth_wake(void)
             ngx_post_event(&ctx->wait, &ngx_posted_events);
         }
     }
-}
-
-
-/* the id of hookstream_source: its variable, or the last path segment */
-
-static ngx_int_t
-ngx_http_hookstream_auth_source_id(ngx_http_request_t *r,
-    ngx_http_hookstream_loc_conf_t *hlcf, ngx_str_t *id)
-{
-    u_char  *p, *last;
-
-    if (hlcf->id) {
-        return ngx_http_complex_value(r, hlcf->id, id);
-    }
-
-    last = r->uri.data + r->uri.len;
-
-    while (last > r->uri.data && last[-1] == '/') {
-        last--;
-    }
-
-    p = last;
-
-    while (p > r->uri.data && p[-1] != '/') {
-        p--;
-    }
-
-    id->data = p;
-    id->len = last - p;
-
-    return NGX_OK;
 }
 
 

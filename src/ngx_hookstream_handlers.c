@@ -57,8 +57,6 @@ typedef struct {
 } ngx_http_hookstream_stream_ctx_t;
 
 
-static ngx_int_t ngx_http_hookstream_get_id(ngx_http_request_t *r,
-    ngx_http_hookstream_loc_conf_t *hlcf, ngx_str_t *id);
 static ngx_uint_t ngx_hookstream_valid_id(ngx_str_t *id, const char *prefix);
 
 static ngx_int_t ngx_http_hookstream_source_handler(ngx_http_request_t *r);
@@ -183,7 +181,7 @@ ngx_http_hookstream_handler(ngx_http_request_t *r)
 
 /* the id in the URL: a variable of the directive, or the last segment */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_hookstream_get_id(ngx_http_request_t *r,
     ngx_http_hookstream_loc_conf_t *hlcf, ngx_str_t *id)
 {
@@ -716,40 +714,11 @@ ngx_http_hookstream_ingest_body(ngx_http_request_t *r)
 
     ngx_str_null(&none);
     key = &none;
-    h = NULL;
 
     /* Idempotency-Key: scoped like the inbound socket's idempotency_key */
 
-    {
-        ngx_uint_t        i;
-        ngx_list_part_t  *part;
-        ngx_table_elt_t  *hs;
-
-        part = &r->headers_in.headers.part;
-        hs = part->elts;
-
-        for (i = 0; /* void */; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                hs = part->elts;
-                i = 0;
-            }
-
-            if (hs[i].key.len == sizeof("Idempotency-Key") - 1
-                && ngx_strncasecmp(hs[i].key.data,
-                                   (u_char *) "Idempotency-Key",
-                                   sizeof("Idempotency-Key") - 1) == 0)
-            {
-                h = &hs[i];
-                break;
-            }
-        }
-    }
+    h = ngx_http_hookstream_header(r, "Idempotency-Key",
+                                   sizeof("Idempotency-Key") - 1);
 
     if (h) {
         if (h->value.len == 0
@@ -1124,8 +1093,6 @@ static ngx_int_t
 ngx_http_hookstream_publish_handler(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
-    ngx_uint_t                       i;
-    ngx_list_part_t                 *part;
     ngx_table_elt_t                 *h;
     ngx_http_hookstream_loc_conf_t  *hlcf;
 
@@ -1142,34 +1109,13 @@ ngx_http_hookstream_publish_handler(ngx_http_request_t *r)
     }
 
     if (hlcf->publish_secret.len) {
-        part = &r->headers_in.headers.part;
-        h = part->elts;
-        rc = NGX_HTTP_UNAUTHORIZED;
+        h = ngx_http_hookstream_header(r, "X-Hookstream-Secret",
+                                       sizeof("X-Hookstream-Secret") - 1);
 
-        for (i = 0; /* void */; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            if (h[i].key.len == sizeof("X-Hookstream-Secret") - 1
-                && ngx_strncasecmp(h[i].key.data,
-                                   (u_char *) "X-Hookstream-Secret",
-                                   sizeof("X-Hookstream-Secret") - 1) == 0
-                && h[i].value.len == hlcf->publish_secret.len
-                && CRYPTO_memcmp(h[i].value.data, hlcf->publish_secret.data,
-                                 h[i].value.len) == 0)
-            {
-                rc = NGX_OK;
-                break;
-            }
-        }
+        rc = (h && h->value.len == hlcf->publish_secret.len
+              && CRYPTO_memcmp(h->value.data, hlcf->publish_secret.data,
+                               h->value.len) == 0)
+             ? NGX_OK : NGX_HTTP_UNAUTHORIZED;
 
         if (rc != NGX_OK) {
             (void) ngx_http_discard_request_body(r);

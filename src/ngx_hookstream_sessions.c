@@ -118,8 +118,6 @@ static ngx_int_t ngx_http_hookstream_session_url(ngx_http_request_t *r,
 static ngx_int_t ngx_http_hookstream_sessions_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *message, const char *name,
     time_t seconds, const char *value);
-static ngx_int_t ngx_http_hookstream_sessions_get_id(ngx_http_request_t *r,
-    ngx_str_t *id);
 
 static ngx_hookstream_session_t *ngx_hookstream_sessions_find(
     ngx_hookstream_shctx_t *sh, u_char *id, uint64_t now,
@@ -293,7 +291,7 @@ ngx_http_hookstream_test_stream_handler(ngx_http_request_t *r)
                                               "available");
     }
 
-    if (ngx_http_hookstream_sessions_get_id(r, &id) != NGX_OK) {
+    if (ngx_http_hookstream_get_id(r, hlcf, &id) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -474,7 +472,7 @@ ngx_http_hookstream_sessions_path(ngx_http_request_t *r, ngx_str_t *id)
         return id->len ? NGX_OK : NGX_DECLINED;
     }
 
-    if (ngx_http_hookstream_sessions_get_id(r, id) != NGX_OK) {
+    if (ngx_http_hookstream_get_id(r, hlcf, id) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -500,39 +498,6 @@ ngx_http_hookstream_sessions_path(ngx_http_request_t *r, ngx_str_t *id)
     }
 
     return ((size_t) (last - r->uri.data) <= len) ? NGX_DECLINED : NGX_OK;
-}
-
-
-/* the id in the URL: a variable of the directive, or the last segment */
-
-static ngx_int_t
-ngx_http_hookstream_sessions_get_id(ngx_http_request_t *r, ngx_str_t *id)
-{
-    u_char                          *p, *last;
-    ngx_http_hookstream_loc_conf_t  *hlcf;
-
-    hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
-
-    if (hlcf->id) {
-        return ngx_http_complex_value(r, hlcf->id, id);
-    }
-
-    last = r->uri.data + r->uri.len;
-
-    while (last > r->uri.data && last[-1] == '/') {
-        last--;
-    }
-
-    p = last;
-
-    while (p > r->uri.data && p[-1] != '/') {
-        p--;
-    }
-
-    id->data = p;
-    id->len = last - p;
-
-    return NGX_OK;
 }
 
 

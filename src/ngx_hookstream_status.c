@@ -226,8 +226,6 @@ static ngx_uint_t
 ngx_http_hookstream_status_wants_text(ngx_http_request_t *r)
 {
     ngx_str_t         arg;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
     if (ngx_http_arg(r, (u_char *) "format", 6, &arg) == NGX_OK) {
@@ -235,32 +233,11 @@ ngx_http_hookstream_status_wants_text(ngx_http_request_t *r)
                && ngx_strncmp(arg.data, "prometheus", 10) == 0;
     }
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    h = ngx_http_hookstream_header(r, "Accept", sizeof("Accept") - 1);
 
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return 0;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Accept") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Accept",
-                               sizeof("Accept") - 1) == 0
-            && ngx_strlcasestrn(h[i].value.data,
-                                h[i].value.data + h[i].value.len,
-                                (u_char *) "text/plain", 10 - 1)
-               != NULL)
-        {
-            return 1;
-        }
-    }
+    return h && ngx_strlcasestrn(h->value.data, h->value.data + h->value.len,
+                                 (u_char *) "text/plain", 10 - 1)
+                != NULL;
 }
 
 

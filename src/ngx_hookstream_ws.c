@@ -21,8 +21,6 @@
 #define NGX_HOOKSTREAM_WS_EXIT_WAIT     1000
 
 
-static ngx_table_elt_t *ngx_http_hookstream_ws_header(ngx_http_request_t *r,
-    const char *name, size_t len);
 static ngx_uint_t ngx_http_hookstream_ws_has_token(ngx_str_t *value,
     const char *token, size_t len);
 static void ngx_http_hookstream_ws_read_handler(ngx_event_t *rev);
@@ -111,7 +109,7 @@ ngx_http_hookstream_ws_check(ngx_http_request_t *r, const char **message)
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    h = ngx_http_hookstream_ws_header(r, "Sec-WebSocket-Version",
+    h = ngx_http_hookstream_header(r, "Sec-WebSocket-Version",
                                       sizeof("Sec-WebSocket-Version") - 1);
 
     if (h == NULL || h->value.len != 2
@@ -130,7 +128,7 @@ ngx_http_hookstream_ws_check(ngx_http_request_t *r, const char **message)
         return NGX_HTTP_HOOKSTREAM_UPGRADE_REQUIRED;
     }
 
-    h = ngx_http_hookstream_ws_header(r, "Sec-WebSocket-Key",
+    h = ngx_http_hookstream_header(r, "Sec-WebSocket-Key",
                                       sizeof("Sec-WebSocket-Key") - 1);
 
     if (h == NULL || h->value.len != 24) {
@@ -150,8 +148,10 @@ ngx_http_hookstream_ws_check(ngx_http_request_t *r, const char **message)
 }
 
 
-static ngx_table_elt_t *
-ngx_http_hookstream_ws_header(ngx_http_request_t *r, const char *name,
+/* the first request header of that name */
+
+ngx_table_elt_t *
+ngx_http_hookstream_header(ngx_http_request_t *r, const char *name,
     size_t len)
 {
     ngx_uint_t        i;
@@ -242,7 +242,7 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
 
     c = r->connection;
 
-    key = ngx_http_hookstream_ws_header(r, "Sec-WebSocket-Key",
+    key = ngx_http_hookstream_header(r, "Sec-WebSocket-Key",
                                         sizeof("Sec-WebSocket-Key") - 1);
     if (key == NULL) {
         return NULL;
