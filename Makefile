@@ -5,7 +5,8 @@
 #   make run           start nginx with the module on 127.0.0.1:8080
 #   make test          unit tests and the Test::Nginx-style suite
 #   make test-asan     the suite against an AddressSanitizer build
-#   make fuzz          the frame-codec fuzz target, bounded in time
+#   make fuzz          the frame codec's and the JSON walker's fuzz targets,
+#                      each bounded in time
 #   make deps          install the Debian packages everything needs
 
 NGINX_SRC   ?= /usr/share/nginx/src
