@@ -350,7 +350,7 @@ my $body = join "\n",
     qq({"org_id":"$o","type":"issue","channel":"issues","data":[1,"two",{"3":null}]});
 
 my $r = http_post('/internal/publish', $body);
-is $r->status, 200, "200";
+is $r->status, 200, "publish answers 200";
 my $j = $r->json;
 is $j->{published}, 2, "two published";
 is_deeply [map { $_->{line} } @{ $j->{errors} }], [2, 3, 4, 5],
