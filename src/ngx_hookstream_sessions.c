@@ -359,6 +359,7 @@ ngx_http_hookstream_session_ingest(ngx_http_request_t *r, ngx_str_t *id,
     hlcf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
 
     sh = ngx_http_hookstream_sessions_zone(r);
+    retry = 0;
 
     if (sh == NULL || !ngx_hookstream_session_valid_id(id)) {
         rc = NGX_DECLINED;
@@ -367,7 +368,6 @@ ngx_http_hookstream_session_ingest(ngx_http_request_t *r, ngx_str_t *id,
 
     now = ngx_hookstream_sessions_now();
     ended.n = 0;
-    retry = 0;
 
     ngx_shmtx_lock(&sh->shpool->mutex);
 
