@@ -9,8 +9,10 @@ prefix=$(readlink -f "${HOOKSTREAM_PREFIX:-build/run}")
 
 mkdir -p "$prefix"/{conf,logs,tmp,journal}
 
+session=$(cat "$examples/demo-session.txt")
+
 sed -e "s|@MODULE@|$module|" -e "s|@PREFIX@|$prefix|" \
-    -e "s|@EXAMPLES@|$examples|" \
+    -e "s|@EXAMPLES@|$examples|" -e "s|@SESSION@|$session|" \
     "$examples/nginx.conf" > "$prefix/conf/nginx.conf"
 
 "$nginx_bin" -t -q -p "$prefix/" -c conf/nginx.conf
@@ -42,6 +44,10 @@ Post a webhook:
 
 Inspect webhooks in a test session (no key needed):
   http://127.0.0.1:8080/inspector/
+
+The org's dashboard in the browser (the demo sign-in sets its session
+cookie, then shows events, deliveries and issues live):
+  http://127.0.0.1:8080/demo/sign-in
 
 Press Ctrl-C to stop.
 

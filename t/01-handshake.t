@@ -13,7 +13,8 @@ $ENV{TEST_NGINX_DIRECTORY_JSON} = directory_json({
     $ORG => { api_keys => [$KEY], sources => [$SRC] },
 });
 
-$main::path = "/v1/ws/source/$SRC?token=$KEY";
+use vars qw($path);
+$path = "/v1/ws/source/$SRC?token=$KEY";
 
 workers(2);
 run_tests();
