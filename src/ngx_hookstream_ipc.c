@@ -293,16 +293,6 @@ ngx_hookstream_ipc_read_handler(ngx_event_t *rev)
     c = rev->data;
     ipc = ngx_hookstream_ipc;
 
-    /*
-     * Lower the flag first: a publisher that finds it raised skips the
-     * write, so anything published after this point must find it low or
-     * be seen by the fan-out that follows.
-     */
-
-    if (ipc && ngx_worker < ipc->n) {
-        (void) ngx_atomic_cmp_set(&ipc->slots[ngx_worker].pending, 1, 0);
-    }
-
     for ( ;; ) {
         n = read(c->fd, buf, sizeof(buf));
 
@@ -333,6 +323,20 @@ ngx_hookstream_ipc_read_handler(ngx_event_t *rev)
         }
 
         break;
+    }
+
+    /*
+     * Lower the flag only after the descriptor is drained, then fan out.
+     * Lowered before the read, a publisher could raise it and write in
+     * between, the read would swallow that write, and the flag would stay
+     * raised with nothing left to read: every later publisher would skip
+     * its write and this worker would hear nothing until its safety poll.
+     * Lowered here, a publisher that still finds it raised published
+     * before the fan-out below, which reads its message.
+     */
+
+    if (ipc && ngx_worker < ipc->n) {
+        (void) ngx_atomic_cmp_set(&ipc->slots[ngx_worker].pending, 1, 0);
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_CORE, rev->log, 0,
