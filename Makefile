@@ -5,6 +5,7 @@
 #   make run           start nginx with the module on 127.0.0.1:8080
 #   make test          unit tests and the Test::Nginx-style suite
 #   make test-asan     the suite against an AddressSanitizer build
+#   make bench         load tests side by side with nchan (docs/benchmarks.md)
 #   make fuzz          the frame codec's and the JSON walker's fuzz targets,
 #                      each bounded in time
 #   make deps          install the Debian packages everything needs
@@ -98,6 +99,12 @@ test-asan: deps asan
 fuzz: deps module
 	@$(MAKE) -s -C t/fuzz BUILDDIR=$(BUILDDIR) NGINX_SRC=$(NGINX_SRC) \
 	    FUZZ_TIME=$(FUZZ_TIME) run
+
+# side by side with nchan on this machine; see docs/benchmarks.md
+bench: deps module
+	@bash tools/deps.sh libnginx-mod-nchan
+	$(MAKE) -C bench hsload
+	bash bench/run.sh
 
 lint:
 	@bash .ci/lint
