@@ -1,6 +1,6 @@
 
 /*
- * Copyright (C) ngx_hookstream authors
+ * Copyright (C) hookstream
  */
 
 
