@@ -234,6 +234,7 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
     ngx_http_cleanup_t               *cln;
     ngx_hookstream_buf_t             *b;
     ngx_http_hookstream_ws_t         *ws;
+    ngx_http_core_loc_conf_t         *clcf;
     ngx_http_hookstream_main_conf_t  *hmcf;
     u_char                            md[SHA_DIGEST_LENGTH];
     u_char                            encoded[32];
@@ -362,6 +363,15 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
 
     c->read->handler = ngx_http_hookstream_ws_read_handler;
     c->write->handler = ngx_http_hookstream_ws_write_handler;
+
+    /* small frames go out at once, as on nginx's keepalive connections */
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->tcp_nodelay) {
+        /* a failure is logged by nginx and costs only latency */
+        (void) ngx_tcp_nodelay(c);
+    }
 
     /* lets a graceful shutdown reach us through c->close */
     c->idle = 1;
