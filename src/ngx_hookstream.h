@@ -54,8 +54,6 @@ typedef struct {
     size_t                       journal_segment;
     ngx_hookstream_journal_t    *journal;
 
-    ngx_str_t                    redis_url;
-
     ngx_uint_t                   auth_cache_max;
 
     ngx_regex_t                 *channel_regex;
