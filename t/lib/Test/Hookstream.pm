@@ -644,7 +644,9 @@ sub nginx_running {
 
 # worker_pids(): the master's current workers (cache processes and old
 # workers still shutting down after a reload excluded); worker_pids(all =>
-# 1) includes the old ones.
+# 1) includes the old ones.  A process that is exiting has an empty
+# cmdline for a moment (a slow exit under a sanitizer makes it a long
+# one): only a title naming a worker process counts.
 sub worker_pids {
     my (%o) = @_;
 
@@ -652,7 +654,7 @@ sub worker_pids {
 
     return grep {
         my $t = _cmdline($_);
-        $t !~ /cache/ && ($o{all} || $t !~ /shutting down/);
+        $t =~ /worker process/ && ($o{all} || $t !~ /shutting down/);
     } _children($m);
 }
 
