@@ -62,8 +62,9 @@ typedef enum {
  * the rewrite phase while it is resolved in the access phase and used in
  * the content phase, possibly after an internal redirect, which clears
  * module contexts.  The asynchronous resolution (waiting on the shared
- * cache, the authority subrequest) keeps its progress here too, and an
- * authenticated connection stays listed here for revocations.
+ * cache, the authority subrequest) keeps its progress here too.  Once
+ * upgraded, a connection's credential moves to its WebSocket, which
+ * outlives the request (ngx_http_hookstream_auth_attach()).
  */
 typedef struct {
     ngx_http_request_t             *request;
@@ -91,7 +92,6 @@ typedef struct {
     ngx_msec_t                      wait_start;
     ngx_msec_t                      wait_delay;
     ngx_queue_t                     waiting;    /* the worker's waiters */
-    ngx_queue_t                     live;       /* the worker's connections */
 
     unsigned                        has_query:1;
     unsigned                        query_done:1;
@@ -101,12 +101,12 @@ typedef struct {
     unsigned                        retried:1;
     unsigned                        authority:1;
     unsigned                        in_waiting:1;
-    unsigned                        registered:1;
+    unsigned                        resolved:1; /* allowed, with an org */
 } ngx_http_hookstream_auth_ctx_t;
 
 
 /*
- * The worker's own: its authenticated connections, by credential, for
+ * The worker's own: its authenticated WebSockets (ws->live), for
  * revocations, and its requests waiting on another's answer.
  */
 typedef struct {
@@ -150,6 +150,8 @@ static ngx_int_t ngx_hookstream_decode_hex(u_char *dst, u_char *src,
 static ngx_int_t ngx_hookstream_decode_id(u_char *dst, u_char *src,
     size_t len, const char *prefix);
 
+static ngx_http_hookstream_auth_ctx_t *ngx_http_hookstream_auth_find(
+    ngx_http_request_t *r);
 static ngx_http_hookstream_auth_ctx_t *ngx_http_hookstream_auth_ctx(
     ngx_http_request_t *r);
 static void ngx_http_hookstream_auth_cleanup(void *data);
@@ -1212,13 +1214,8 @@ ngx_http_hookstream_authenticate(ngx_http_request_t *r, ngx_uint_t allow,
     {
         *org_id = ctx->org;
 
-        /* listed for revocations until the request is freed */
-
-        if (!ctx->registered && ngx_http_hookstream_auth_worker) {
-            ngx_queue_insert_tail(&ngx_http_hookstream_auth_worker->live,
-                                  &ctx->live);
-            ctx->registered = 1;
-        }
+        /* an upgrade after this takes the credential along */
+        ctx->resolved = 1;
 
         return NGX_OK;
     }
@@ -2473,7 +2470,6 @@ ngx_http_hookstream_auth_revoke_deliver(ngx_hookstream_sub_t *sub,
     ngx_uint_t                          n;
     ngx_queue_t                        *q;
     ngx_http_hookstream_ws_t           *ws;
-    ngx_http_hookstream_auth_ctx_t     *ctx;
     ngx_http_hookstream_auth_worker_t  *w;
 
     w = sub->data;
@@ -2491,17 +2487,9 @@ ngx_http_hookstream_auth_revoke_deliver(ngx_hookstream_sub_t *sub,
          q != ngx_queue_sentinel(&w->live);
          q = ngx_queue_next(q))
     {
-        ctx = ngx_queue_data(q, ngx_http_hookstream_auth_ctx_t, live);
+        ws = ngx_queue_data(q, ngx_http_hookstream_ws_t, live);
 
-        if (ngx_memcmp(ctx->hash, hash, NGX_HOOKSTREAM_SHA256_LEN) != 0) {
-            continue;
-        }
-
-        /* the request's module context is its WebSocket once upgraded */
-
-        ws = ngx_http_get_module_ctx(ctx->request, ngx_hookstream_module);
-
-        if (ws == NULL || ws->request != ctx->request
+        if (ngx_memcmp(ws->credential, hash, NGX_HOOKSTREAM_SHA256_LEN) != 0
             || ws->finalized || ws->close_sent)
         {
             continue;
@@ -2881,8 +2869,43 @@ ngx_http_hookstream_mask_query(u_char *p, u_char *last,
 }
 
 
+/*
+ * Called on the upgrade: the WebSocket takes the request's credential
+ * over, and stays listed by it for revocations until it closes.
+ */
+
+void
+ngx_http_hookstream_auth_attach(ngx_http_request_t *r,
+    ngx_http_hookstream_ws_t *ws)
+{
+    ngx_http_hookstream_auth_ctx_t  *ctx;
+
+    ctx = ngx_http_hookstream_auth_find(r);
+
+    if (ctx == NULL || !ctx->resolved || ws->listed
+        || ngx_http_hookstream_auth_worker == NULL)
+    {
+        return;
+    }
+
+    ngx_memcpy(ws->credential, ctx->hash, NGX_HOOKSTREAM_SHA256_LEN);
+    ngx_queue_insert_tail(&ngx_http_hookstream_auth_worker->live, &ws->live);
+    ws->listed = 1;
+}
+
+
+void
+ngx_http_hookstream_auth_detach(ngx_http_hookstream_ws_t *ws)
+{
+    if (ws->listed) {
+        ngx_queue_remove(&ws->live);
+        ws->listed = 0;
+    }
+}
+
+
 static ngx_http_hookstream_auth_ctx_t *
-ngx_http_hookstream_auth_ctx(ngx_http_request_t *r)
+ngx_http_hookstream_auth_find(ngx_http_request_t *r)
 {
     ngx_pool_cleanup_t              *cln;
     ngx_http_hookstream_auth_ctx_t  *ctx;
@@ -2897,6 +2920,21 @@ ngx_http_hookstream_auth_ctx(ngx_http_request_t *r)
                 return ctx;
             }
         }
+    }
+
+    return NULL;
+}
+
+
+static ngx_http_hookstream_auth_ctx_t *
+ngx_http_hookstream_auth_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_hookstream_auth_ctx_t  *ctx;
+
+    ctx = ngx_http_hookstream_auth_find(r);
+    if (ctx) {
+        return ctx;
     }
 
     cln = ngx_pool_cleanup_add(r->pool,
@@ -2924,11 +2962,6 @@ ngx_http_hookstream_auth_cleanup(void *data)
     ngx_http_hookstream_main_conf_t  *hmcf;
 
     ngx_http_hookstream_auth_stop_waiting(ctx);
-
-    if (ctx->registered) {
-        ngx_queue_remove(&ctx->live);
-        ctx->registered = 0;
-    }
 
     if (ctx->phase == NGX_HOOKSTREAM_AUTH_ASK && ctx->res.owner) {
 

@@ -125,6 +125,14 @@ ngx_int_t ngx_http_hookstream_auth_init_process(ngx_cycle_t *cycle);
  * authority listed the org's sources and this one is not among them), or
  * NGX_DECLINED when nothing knows the source.
  */
+/*
+ * On the upgrade, the WebSocket takes over the request's credential and
+ * is listed by it, for revocations, until detached when it closes.
+ */
+void ngx_http_hookstream_auth_attach(ngx_http_request_t *r,
+    ngx_http_hookstream_ws_t *ws);
+void ngx_http_hookstream_auth_detach(ngx_http_hookstream_ws_t *ws);
+
 ngx_int_t ngx_http_hookstream_auth_source(ngx_http_request_t *r,
     ngx_str_t *source_id, ngx_str_t *owner);
 

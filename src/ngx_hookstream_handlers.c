@@ -28,6 +28,8 @@ typedef struct {
     ngx_http_hookstream_reply_t       *head;
     ngx_http_hookstream_reply_t       *tail;
     ngx_uint_t                         inflight;
+    u_char                             org_data[NGX_HOOKSTREAM_MAX_ID_LEN];
+    u_char                             source_data[NGX_HOOKSTREAM_MAX_ID_LEN];
 } ngx_http_hookstream_source_ctx_t;
 
 
@@ -45,6 +47,7 @@ struct ngx_http_hookstream_reply_s {
 typedef struct {
     ngx_http_hookstream_ws_t          *ws;
     ngx_str_t                          topic;
+    u_char                             topic_data[NGX_HOOKSTREAM_MAX_ID_LEN];
     ngx_hookstream_sub_t               sub;
     ngx_str_t                         *channels;
     ngx_uint_t                         nchannels;
@@ -107,8 +110,8 @@ static ngx_int_t ngx_http_hookstream_stream_error(
     const char *message);
 static ngx_int_t ngx_http_hookstream_stream_reset(
     ngx_http_hookstream_stream_ctx_t *ctx, const char *reason);
-static ngx_int_t ngx_http_hookstream_valid_channel(ngx_http_request_t *r,
-    ngx_str_t *channel);
+static ngx_int_t ngx_http_hookstream_valid_channel(
+    ngx_http_hookstream_main_conf_t *hmcf, ngx_str_t *channel);
 
 
 static ngx_http_hookstream_ws_handler_t  ngx_http_hookstream_source_ws = {
@@ -290,28 +293,27 @@ ngx_http_hookstream_source_handler(ngx_http_request_t *r)
                                   "API key may not send to this source");
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_hookstream_source_ctx_t));
-    if (ctx == NULL) {
+    if (org.len > NGX_HOOKSTREAM_MAX_ID_LEN) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->org_id.data = ngx_pstrdup(r->pool, &org);
-    ctx->source_id.data = ngx_pstrdup(r->pool, &id);
-
-    if (ctx->org_id.data == NULL || ctx->source_id.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->org_id.len = org.len;
-    ctx->source_id.len = id.len;
+    /* the state lives with the WebSocket, which outlives the request */
 
     ws = ngx_http_hookstream_ws_upgrade(r, &ngx_http_hookstream_source_ws,
-                                        ctx);
+                                     sizeof(ngx_http_hookstream_source_ctx_t));
     if (ws == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx = ws->data;
     ctx->ws = ws;
+
+    ctx->org_id.data = ctx->org_data;
+    ctx->org_id.len = ngx_cpymem(ctx->org_data, org.data, org.len)
+                      - ctx->org_data;
+    ctx->source_id.data = ctx->source_data;
+    ctx->source_id.len = ngx_cpymem(ctx->source_data, id.data, id.len)
+                         - ctx->source_data;
 
     ngx_http_hookstream_ws_start(ws);
 
@@ -330,7 +332,6 @@ ngx_http_hookstream_source_message(ngx_http_hookstream_ws_t *ws,
     ngx_str_t                          text, type, key;
     ngx_hookstream_event_t            *ev;
     ngx_http_hookstream_reply_t       *reply;
-    ngx_http_hookstream_main_conf_t   *hmcf;
     ngx_http_hookstream_source_ctx_t  *ctx;
     u_char                             buf[NGX_HOOKSTREAM_REPLY_SIZE];
 
@@ -425,9 +426,7 @@ ngx_http_hookstream_source_message(ngx_http_hookstream_ws_t *ws,
     ev->buffer_count = ws->conf->buffer_count;
     ev->buffer_age = ws->conf->buffer_age;
 
-    hmcf = ngx_http_get_module_main_conf(ws->request, ngx_hookstream_module);
-
-    rc = ngx_hookstream_ingest(ev, hmcf);
+    rc = ngx_hookstream_ingest(ev, ws->main_conf);
 
     if (rc == NGX_AGAIN) {
         reply = ngx_alloc(sizeof(ngx_http_hookstream_reply_t),
@@ -1319,14 +1318,14 @@ ngx_http_hookstream_publish_one(ngx_http_request_t *r, ngx_str_t *line)
     channel.len = ngx_strlen(item->valuestring);
 
     if (type.len == 0 || type.len > 64
-        || ngx_http_hookstream_valid_channel(r, &type) != NGX_OK
+        || ngx_http_hookstream_valid_channel(hmcf, &type) != NGX_OK
         || ngx_strlchr(type.data, type.data + type.len, ':'))
     {
         cJSON_Delete(json);
         return "invalid type";
     }
 
-    if (ngx_http_hookstream_valid_channel(r, &channel) != NGX_OK) {
+    if (ngx_http_hookstream_valid_channel(hmcf, &channel) != NGX_OK) {
         cJSON_Delete(json);
         return "invalid channel";
     }
@@ -1392,15 +1391,12 @@ ngx_http_hookstream_publish_one(ngx_http_request_t *r, ngx_str_t *line)
 /* a channel name: lowercase letters, digits, ".", "_", "-", one ":" */
 
 static ngx_int_t
-ngx_http_hookstream_valid_channel(ngx_http_request_t *r, ngx_str_t *channel)
+ngx_http_hookstream_valid_channel(ngx_http_hookstream_main_conf_t *hmcf,
+    ngx_str_t *channel)
 {
-    ngx_http_hookstream_main_conf_t  *hmcf;
-
     if (channel->len == 0 || channel->len > NGX_HOOKSTREAM_MAX_CHANNEL) {
         return NGX_DECLINED;
     }
-
-    hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
 
     if (ngx_regex_exec(hmcf->channel_regex, channel, NULL, 0)
         == NGX_REGEX_NO_MATCHED)
@@ -1502,26 +1498,25 @@ ngx_http_hookstream_stream_open(ngx_http_request_t *r, ngx_str_t *topic,
     hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
     sh = hmcf->shm_zone->data;
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_hookstream_stream_ctx_t));
-    if (ctx == NULL) {
+    if (topic->len > NGX_HOOKSTREAM_MAX_ID_LEN) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->topic.data = ngx_pstrdup(r->pool, topic);
-    if (ctx->topic.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->topic.len = topic->len;
-    ctx->test = (flags & NGX_HOOKSTREAM_STREAM_TEST) ? 1 : 0;
+    /* the state lives with the WebSocket, which outlives the request */
 
     ws = ngx_http_hookstream_ws_upgrade(r, &ngx_http_hookstream_stream_ws,
-                                        ctx);
+                                     sizeof(ngx_http_hookstream_stream_ctx_t));
     if (ws == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx = ws->data;
     ctx->ws = ws;
+
+    ctx->topic.data = ctx->topic_data;
+    ctx->topic.len = ngx_cpymem(ctx->topic_data, topic->data, topic->len)
+                     - ctx->topic_data;
+    ctx->test = (flags & NGX_HOOKSTREAM_STREAM_TEST) ? 1 : 0;
 
     /* from here on the cleanup handler gives the connection count back */
     ctx->counted = (flags & NGX_HOOKSTREAM_STREAM_COUNTED) ? 1 : 0;
@@ -1675,7 +1670,6 @@ ngx_http_hookstream_stream_message(ngx_http_hookstream_ws_t *ws,
     ngx_str_t                          type, channel, cursor, *ch;
     ngx_uint_t                         i;
     ngx_hookstream_shctx_t            *sh;
-    ngx_http_hookstream_main_conf_t   *hmcf;
     ngx_http_hookstream_stream_ctx_t  *ctx;
 
     ctx = ws->data;
@@ -1747,7 +1741,9 @@ ngx_http_hookstream_stream_message(ngx_http_hookstream_ws_t *ws,
     channel.data = (u_char *) item->valuestring;
     channel.len = ngx_strlen(item->valuestring);
 
-    if (ngx_http_hookstream_valid_channel(ws->request, &channel) != NGX_OK) {
+    if (ngx_http_hookstream_valid_channel(ws->main_conf, &channel)
+        != NGX_OK)
+    {
         cJSON_Delete(json);
         return ngx_http_hookstream_stream_error(ctx, "invalid_channel",
                                     "invalid channel name");
@@ -1788,7 +1784,7 @@ ngx_http_hookstream_stream_message(ngx_http_hookstream_ws_t *ws,
         }
 
         if (ctx->channels == NULL) {
-            ctx->channels = ngx_palloc(ws->request->pool,
+            ctx->channels = ngx_palloc(ws->connection->pool,
                                        NGX_HOOKSTREAM_MAX_SUBSCRIPTIONS
                                        * sizeof(ngx_str_t));
             if (ctx->channels == NULL) {
@@ -1820,9 +1816,7 @@ ngx_http_hookstream_stream_message(ngx_http_hookstream_ws_t *ws,
         cursor.data = (u_char *) item->valuestring;
         cursor.len = ngx_strlen(item->valuestring);
 
-        hmcf = ngx_http_get_module_main_conf(ws->request,
-                                             ngx_hookstream_module);
-        sh = hmcf->shm_zone->data;
+        sh = ws->shctx;
 
         ctx->replay = &ctx->channels[i];
         ctx->replaying = 1;
@@ -1874,13 +1868,10 @@ ngx_http_hookstream_stream_reset(ngx_http_hookstream_stream_ctx_t *ctx,
 {
     u_char                           *p, *c;
     ngx_hookstream_shctx_t           *sh;
-    ngx_http_hookstream_main_conf_t  *hmcf;
     u_char                            cursor[NGX_HOOKSTREAM_CURSOR_LEN];
     u_char                            buf[128 + NGX_HOOKSTREAM_CURSOR_LEN];
 
-    hmcf = ngx_http_get_module_main_conf(ctx->ws->request,
-                                         ngx_hookstream_module);
-    sh = hmcf->shm_zone->data;
+    sh = ctx->ws->shctx;
 
     c = ngx_hookstream_broker_cursor(sh, &ctx->topic, cursor);
 
@@ -1906,13 +1897,11 @@ ngx_http_hookstream_stream_cleanup(ngx_http_hookstream_ws_t *ws)
 {
     ngx_uint_t                         i;
     ngx_hookstream_shctx_t            *sh;
-    ngx_http_hookstream_main_conf_t   *hmcf;
     ngx_http_hookstream_stream_ctx_t  *ctx;
 
     ctx = ws->data;
 
-    hmcf = ngx_http_get_module_main_conf(ws->request, ngx_hookstream_module);
-    sh = hmcf->shm_zone->data;
+    sh = ws->shctx;
 
     if (ctx->subscribed) {
         ngx_hookstream_broker_unsubscribe(&ctx->sub);

@@ -23,6 +23,8 @@
 
 static ngx_uint_t ngx_http_hookstream_ws_has_token(ngx_str_t *value,
     const char *token, size_t len);
+static void ngx_http_hookstream_ws_release_handler(ngx_event_t *ev);
+static void ngx_http_hookstream_ws_release(ngx_http_hookstream_ws_t *ws);
 static void ngx_http_hookstream_ws_read_handler(ngx_event_t *rev);
 static void ngx_http_hookstream_ws_write_handler(ngx_event_t *wev);
 static void ngx_http_hookstream_ws_heartbeat_handler(ngx_event_t *ev);
@@ -36,6 +38,9 @@ static ngx_int_t ngx_http_hookstream_ws_flush(ngx_http_hookstream_ws_t *ws);
 static void ngx_http_hookstream_ws_done(ngx_http_hookstream_ws_t *ws);
 static void ngx_http_hookstream_ws_finalize(ngx_http_hookstream_ws_t *ws);
 static void ngx_http_hookstream_ws_cleanup(void *data);
+static void ngx_http_hookstream_ws_linger(ngx_connection_t *c);
+static void ngx_http_hookstream_ws_linger_handler(ngx_event_t *rev);
+static void ngx_http_hookstream_ws_close_connection(ngx_connection_t *c);
 static ngx_int_t ngx_http_hookstream_ws_push(ngx_http_hookstream_ws_t *ws,
     ngx_hookstream_buf_t *b);
 static ngx_int_t ngx_http_hookstream_ws_send_frame(
@@ -224,7 +229,7 @@ ngx_http_hookstream_ws_has_token(ngx_str_t *value, const char *token,
 
 ngx_http_hookstream_ws_t *
 ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
-    ngx_http_hookstream_ws_handler_t *handler, void *data)
+    ngx_http_hookstream_ws_handler_t *handler, size_t size)
 {
     u_char                           *p;
     size_t                            len, pipelined;
@@ -249,10 +254,16 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
         return NULL;
     }
 
-    ws = ngx_pcalloc(r->pool, sizeof(ngx_http_hookstream_ws_t));
+    /* the connection's pool: the request goes away after the handshake */
+
+    ws = ngx_pcalloc(c->pool, ngx_align(sizeof(ngx_http_hookstream_ws_t),
+                                        NGX_ALIGNMENT)
+                              + size);
     if (ws == NULL) {
         return NULL;
     }
+
+    /* until then, the request's end is ours too */
 
     cln = ngx_http_cleanup_add(r, 0);
     if (cln == NULL) {
@@ -263,13 +274,22 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
     cln->data = ws;
 
     ws->request = r;
+    ws->request_cleanup = cln;
     ws->connection = c;
     ws->conf = ngx_http_get_module_loc_conf(r, ngx_hookstream_module);
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_hookstream_module);
+    ws->main_conf = hmcf;
     ws->shctx = hmcf->shm_zone ? hmcf->shm_zone->data : NULL;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    ws->send_timeout = clcf->send_timeout;
+    ws->lingering_timeout = clcf->lingering_timeout;
+    ws->lingering_time = clcf->lingering_time;
+    ws->reset_timedout = clcf->reset_timedout_connection;
     ws->handler = handler;
-    ws->data = data;
+    ws->data = (u_char *) ws + ngx_align(sizeof(ngx_http_hookstream_ws_t),
+                                         NGX_ALIGNMENT);
 
     ngx_hookstream_ws_parser_init(&ws->parser);
     ws->parser.max_message = ws->conf->max_message;
@@ -361,12 +381,14 @@ ngx_http_hookstream_ws_upgrade(ngx_http_request_t *r,
         ngx_del_timer(c->read);
     }
 
-    c->read->handler = ngx_http_hookstream_ws_read_handler;
-    c->write->handler = ngx_http_hookstream_ws_write_handler;
+    /* the first event after the content phase releases the request */
+
+    c->read->handler = ngx_http_hookstream_ws_release_handler;
+    c->write->handler = ngx_http_hookstream_ws_release_handler;
+
+    ngx_http_hookstream_auth_attach(r, ws);
 
     /* small frames go out at once, as on nginx's keepalive connections */
-
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
     if (clcf->tcp_nodelay) {
         /* a failure is logged by nginx and costs only latency */
@@ -407,16 +429,106 @@ ngx_http_hookstream_ws_start(ngx_http_hookstream_ws_t *ws)
 }
 
 
+/*
+ * The connection's first event after the upgrade.  By then nginx's HTTP
+ * code has returned from the content phase, so the request can go the
+ * way of a request on a keepalive connection: logged with its 101, its
+ * pool destroyed, its header buffers freed.  From here on c->data is the
+ * WebSocket.
+ */
+
 static void
-ngx_http_hookstream_ws_read_handler(ngx_event_t *rev)
+ngx_http_hookstream_ws_release_handler(ngx_event_t *ev)
 {
     ngx_connection_t          *c;
     ngx_http_request_t        *r;
     ngx_http_hookstream_ws_t  *ws;
 
-    c = rev->data;
+    c = ev->data;
     r = c->data;
     ws = ngx_http_get_module_ctx(r, ngx_hookstream_module);
+
+    ngx_http_hookstream_ws_release(ws);
+
+    if (ev->write) {
+        ngx_http_hookstream_ws_write_handler(ev);
+
+    } else {
+        ngx_http_hookstream_ws_read_handler(ev);
+    }
+}
+
+
+static void
+ngx_http_hookstream_ws_release(ngx_http_hookstream_ws_t *ws)
+{
+    ngx_buf_t               *b;
+    ngx_chain_t             *cl, *ln;
+    ngx_connection_t        *c;
+    ngx_http_request_t      *r;
+    ngx_http_connection_t   *hc;
+
+    r = ws->request;
+    c = ws->connection;
+    hc = r->http_connection;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "hookstream ws: releasing the request");
+
+    ws->request_cleanup->handler = NULL;
+    ws->request_cleanup = NULL;
+    ws->request = NULL;
+
+    ngx_http_free_request(r, 0);
+
+    c->data = ws;
+    c->destroyed = 0;
+    c->log->action = "serving a WebSocket";
+
+    c->read->handler = ngx_http_hookstream_ws_read_handler;
+    c->write->handler = ngx_http_hookstream_ws_write_handler;
+
+    /* what nginx would free on a keepalive connection (pipelined bytes
+     * were moved to the WebSocket's own input by the upgrade) */
+
+    b = c->buffer;
+
+    if (b && ngx_pfree(c->pool, b->start) == NGX_OK) {
+        b->pos = NULL;
+        b->start = NULL;
+        b->last = NULL;
+        b->end = NULL;
+    }
+
+    for (cl = hc->free; cl; /* void */) {
+        ln = cl;
+        cl = cl->next;
+        ngx_pfree(c->pool, ln->buf->start);
+        ngx_free_chain(c->pool, ln);
+    }
+
+    hc->free = NULL;
+
+    for (cl = hc->busy; cl; /* void */) {
+        ln = cl;
+        cl = cl->next;
+        ngx_pfree(c->pool, ln->buf->start);
+        ngx_free_chain(c->pool, ln);
+    }
+
+    hc->busy = NULL;
+    hc->nbusy = 0;
+}
+
+
+static void
+ngx_http_hookstream_ws_read_handler(ngx_event_t *rev)
+{
+    ngx_connection_t          *c;
+    ngx_http_hookstream_ws_t  *ws;
+
+    c = rev->data;
+    ws = c->data;
 
     if (c->close) {
         /* a graceful shutdown or reload of nginx */
@@ -532,13 +644,16 @@ ngx_http_hookstream_ws_alloc_input(ngx_http_hookstream_ws_t *ws, size_t size)
 {
     ngx_buf_t  *b;
 
-    b = &ws->inbuf;
+    /* the buffer's header and its memory in one allocation */
 
-    b->start = ngx_alloc(size, ws->connection->log);
-    if (b->start == NULL) {
+    b = ngx_alloc(sizeof(ngx_buf_t) + size, ws->connection->log);
+    if (b == NULL) {
         return NGX_ERROR;
     }
 
+    ngx_memzero(b, sizeof(ngx_buf_t));
+
+    b->start = (u_char *) (b + 1);
     b->pos = b->start;
     b->last = b->start;
     b->end = b->start + size;
@@ -562,8 +677,7 @@ ngx_http_hookstream_ws_free_input(ngx_http_hookstream_ws_t *ws)
     /* an idle connection holds no read buffer */
 
     if (ws->in && ws->in->pos == ws->in->last) {
-        ngx_free(ws->in->start);
-        ws->in->start = NULL;
+        ngx_free(ws->in);
         ws->in = NULL;
     }
 
@@ -1160,12 +1274,10 @@ static void
 ngx_http_hookstream_ws_write_handler(ngx_event_t *wev)
 {
     ngx_connection_t          *c;
-    ngx_http_request_t        *r;
     ngx_http_hookstream_ws_t  *ws;
 
     c = wev->data;
-    r = c->data;
-    ws = ngx_http_get_module_ctx(r, ngx_hookstream_module);
+    ws = c->data;
 
     ws->write_posted = 0;
 
@@ -1192,7 +1304,6 @@ ngx_http_hookstream_ws_flush(ngx_http_hookstream_ws_t *ws)
     ngx_chain_t                chain[NGX_HOOKSTREAM_WS_IOV_MAX], *cl;
     ngx_connection_t          *c;
     ngx_hookstream_buf_t      *b;
-    ngx_http_core_loc_conf_t  *clcf;
 
     c = ws->connection;
 
@@ -1257,10 +1368,7 @@ ngx_http_hookstream_ws_flush(ngx_http_hookstream_ws_t *ws)
 
         if (cl || (sent == 0 && n) || (n == 0 && c->buffered)) {
 
-            clcf = ngx_http_get_module_loc_conf(ws->request,
-                                                ngx_http_core_module);
-
-            ngx_add_timer(c->write, clcf->send_timeout);
+            ngx_add_timer(c->write, ws->send_timeout);
 
             if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
                 return NGX_ERROR;
@@ -1356,12 +1464,183 @@ ngx_http_hookstream_ws_finalize(ngx_http_hookstream_ws_t *ws)
         ngx_del_timer(&ws->heartbeat);
     }
 
-    if (ws->fail && !c->read->eof && !ws->abort) {
-        /* the peer gets FIN after our close frame, not a reset */
-        ws->request->lingering_close = 1;
+    if (ws->request) {
+        /* closed before the request was released */
+
+        if (ws->fail && !c->read->eof && !ws->abort) {
+            /* the peer gets FIN after our close frame, not a reset */
+            ws->request->lingering_close = 1;
+        }
+
+        ngx_http_finalize_request(ws->request, NGX_DONE);
+        return;
     }
 
-    ngx_http_finalize_request(ws->request, NGX_DONE);
+    ngx_http_hookstream_ws_cleanup(ws);
+
+    if (c->timedout && ws->reset_timedout) {
+        /* as nginx does for a request: RST, no FIN_WAIT for the peer */
+        ngx_http_hookstream_ws_close_connection(c);
+        return;
+    }
+
+    if (ws->fail && !c->read->eof && !ws->abort) {
+        /* the peer gets FIN after our close frame, not a reset */
+        ws->lingering_end = ngx_time()
+                            + (time_t) (ws->lingering_time / 1000);
+        ngx_http_hookstream_ws_linger(c);
+        return;
+    }
+
+    ngx_http_hookstream_ws_close_connection(c);
+}
+
+
+/*
+ * The lingering close of a released connection, as nginx does it for a
+ * request: shut the write side down (TLS: close_notify first), then read
+ * and discard what the client still sends, until it closes or the
+ * lingering timeouts pass, so that our close frame is not lost to a reset.
+ */
+
+static void
+ngx_http_hookstream_ws_linger(ngx_connection_t *c)
+{
+    ngx_event_t               *rev, *wev;
+    ngx_http_hookstream_ws_t  *ws;
+
+    ws = c->data;
+
+#if (NGX_HTTP_SSL)
+    if (c->ssl) {
+        ngx_int_t  rc;
+
+        c->ssl->shutdown_without_free = 1;
+
+        rc = ngx_ssl_shutdown(c);
+
+        if (rc == NGX_ERROR) {
+            ngx_http_hookstream_ws_close_connection(c);
+            return;
+        }
+
+        if (rc == NGX_AGAIN) {
+            c->ssl->handler = ngx_http_hookstream_ws_linger;
+            return;
+        }
+    }
+#endif
+
+    rev = c->read;
+    rev->handler = ngx_http_hookstream_ws_linger_handler;
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_http_hookstream_ws_close_connection(c);
+        return;
+    }
+
+    wev = c->write;
+    wev->handler = ngx_http_empty_handler;
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    if (wev->active && (ngx_event_flags & NGX_USE_LEVEL_EVENT)) {
+        if (ngx_del_event(wev, NGX_WRITE_EVENT, 0) != NGX_OK) {
+            ngx_http_hookstream_ws_close_connection(c);
+            return;
+        }
+    }
+
+    if (ngx_shutdown_socket(c->fd, NGX_WRITE_SHUTDOWN) == -1) {
+        ngx_connection_error(c, ngx_socket_errno,
+                             ngx_shutdown_socket_n " failed");
+        ngx_http_hookstream_ws_close_connection(c);
+        return;
+    }
+
+    c->close = 0;
+    ngx_reusable_connection(c, 1);
+
+    if (rev->timer_set) {
+        ngx_del_timer(rev);
+    }
+
+    ngx_add_timer(rev, ws->lingering_timeout);
+
+    if (rev->ready) {
+        ngx_http_hookstream_ws_linger_handler(rev);
+    }
+}
+
+
+static void
+ngx_http_hookstream_ws_linger_handler(ngx_event_t *rev)
+{
+    ssize_t                    n;
+    ngx_msec_t                 timer;
+    ngx_connection_t          *c;
+    ngx_http_hookstream_ws_t  *ws;
+    u_char                     buffer[512];
+
+    c = rev->data;
+    ws = c->data;
+
+    if (rev->timedout || c->close) {
+        ngx_http_hookstream_ws_close_connection(c);
+        return;
+    }
+
+    timer = (ngx_msec_t) ws->lingering_end - (ngx_msec_t) ngx_time();
+
+    if ((ngx_msec_int_t) timer <= 0) {
+        ngx_http_hookstream_ws_close_connection(c);
+        return;
+    }
+
+    do {
+        n = c->recv(c, buffer, sizeof(buffer));
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == NGX_ERROR || n == 0) {
+            ngx_http_hookstream_ws_close_connection(c);
+            return;
+        }
+
+    } while (rev->ready);
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_http_hookstream_ws_close_connection(c);
+        return;
+    }
+
+    ngx_add_timer(rev, ngx_min(timer * 1000, ws->lingering_timeout));
+}
+
+
+static void
+ngx_http_hookstream_ws_close_connection(ngx_connection_t *c)
+{
+    struct linger  linger;
+
+    if (c->timedout && ((ngx_http_hookstream_ws_t *) c->data)->reset_timedout)
+    {
+        linger.l_onoff = 1;
+        linger.l_linger = 0;
+
+        if (setsockopt(c->fd, SOL_SOCKET, SO_LINGER,
+                       (const void *) &linger, sizeof(struct linger)) == -1)
+        {
+            ngx_log_error(NGX_LOG_ALERT, c->log, ngx_socket_errno,
+                          "setsockopt(SO_LINGER) failed");
+        }
+    }
+
+    ngx_http_close_connection(c);
 }
 
 
@@ -1374,7 +1653,10 @@ ngx_http_hookstream_ws_cleanup(void *data)
 
     if (ws->handler && ws->handler->cleanup) {
         ws->handler->cleanup(ws);
+        ws->handler = NULL;
     }
+
+    ngx_http_hookstream_auth_detach(ws);
 
     if (ws->counted) {
         ngx_hookstream_stats_connection(ws->shctx, ws->conf->endpoint, -1);
@@ -1401,9 +1683,8 @@ ngx_http_hookstream_ws_cleanup(void *data)
         ws->msg = NULL;
     }
 
-    if (ws->inbuf.start) {
-        ngx_free(ws->inbuf.start);
-        ws->inbuf.start = NULL;
+    if (ws->in) {
+        ngx_free(ws->in);
         ws->in = NULL;
     }
 

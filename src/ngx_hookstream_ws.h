@@ -36,18 +36,35 @@ typedef struct {
 } ngx_http_hookstream_ws_handler_t;
 
 
+/*
+ * A WebSocket connection.  It lives in the connection's pool: the request
+ * that was upgraded is freed (and logged) as soon as the handshake is
+ * over, so an idle connection holds this, its endpoint's state and
+ * nginx's connection pool, and no request, header or read buffers.
+ */
 struct ngx_http_hookstream_ws_s {
-    ngx_http_request_t                *request;
+    ngx_http_request_t                *request;    /* NULL once released */
+    ngx_http_cleanup_t                *request_cleanup;
     ngx_connection_t                  *connection;
     ngx_http_hookstream_loc_conf_t    *conf;
+    ngx_http_hookstream_main_conf_t   *main_conf;
     ngx_http_hookstream_ws_handler_t  *handler;
     void                              *data;       /* the endpoint's */
     ngx_hookstream_shctx_t            *shctx;      /* for the counters */
 
+    /* from the location's ngx_http_core_module settings */
+    ngx_msec_t                         send_timeout;
+    ngx_msec_t                         lingering_timeout;
+    ngx_msec_t                         lingering_time;
+    time_t                             lingering_end;
+
+    /* the credential, listed by it for revocations (auth attach) */
+    ngx_queue_t                        live;
+    u_char                             credential[NGX_HOOKSTREAM_SHA256_LEN];
+
     ngx_hookstream_ws_parser_t         parser;
 
     ngx_buf_t                         *in;         /* NULL while idle */
-    ngx_buf_t                          inbuf;
     u_char                            *msg;        /* a fragmented message */
     size_t                             msg_len;
     size_t                             msg_size;
@@ -81,6 +98,8 @@ struct ngx_http_hookstream_ws_s {
     unsigned                           finalized:1;
     unsigned                           abort:1;     /* no lingering close */
     unsigned                           counted:1;   /* in the counters */
+    unsigned                           listed:1;    /* in the live queue */
+    unsigned                           reset_timedout:1;
 
     /* RFC 7692, set by ngx_http_hookstream_deflate_negotiate() */
     unsigned                           deflate:1;
@@ -98,14 +117,19 @@ ngx_int_t ngx_http_hookstream_ws_check(ngx_http_request_t *r,
 
 /*
  * Answers 101 and takes the connection over; the caller returns NGX_DONE
- * from its content handler.  The endpoint's handler and data are set
- * before any message is read.
+ * from its content handler.  ws->data is the endpoint's state: "size"
+ * zeroed bytes allocated with the WebSocket (one allocation a
+ * connection), to be filled in before ngx_http_hookstream_ws_start().
  */
 ngx_http_hookstream_ws_t *ngx_http_hookstream_ws_upgrade(
     ngx_http_request_t *r, ngx_http_hookstream_ws_handler_t *handler,
-    void *data);
+    size_t size);
 
-/* starts reading: call once the endpoint has set up its state */
+/*
+ * Starts reading: call once the endpoint has set up its state.  The
+ * request is released in the first event after this, when nginx's HTTP
+ * code no longer uses it: endpoints keep nothing in its pool.
+ */
 void ngx_http_hookstream_ws_start(ngx_http_hookstream_ws_t *ws);
 
 /* queues a ready text frame built from bytes (copied) */

@@ -156,3 +156,46 @@ for my $n (1 .. 3) {
     my $m = $c->recv_json;
     is $m && $m->{type}, 'ack', "ack $n of the pipelined frames";
 }
+
+
+
+=== TEST 6: the request is logged at the upgrade, and the connection lives on
+--- http_config
+hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
+log_format ws '$request_method $uri $status';
+--- config
+location /v1/ws/source/ {
+    access_log logs/access.log ws;
+    hookstream_source;
+}
+--- user_files eval
+">>> directory.json\n$ENV{TEST_NGINX_DIRECTORY_JSON}"
+--- tls
+--- ws
+# the plain and TLS runs of this block share one access log
+my $lines = sub {
+    scalar(() = access_log_text()
+                =~ m{^GET /v1/ws/source/src_[0-9a-f]{32} 101$}mg);
+};
+my $before = $lines->();
+
+my $c = ws_connect($main::path);
+ok $c->upgraded, "upgraded";
+
+# the access log line comes with the handshake, not at the close
+ok wait_until(sub { $lines->() == $before + 1 }, 5),
+   "logged with 101 while the connection is open";
+
+# the WebSocket outlives its request: messages, then the close handshake
+for my $n (1 .. 3) {
+    $c->send_text(qq({"n":$n}));
+    my $m = $c->recv_json;
+    is $m && $m->{type}, 'ack', "ack $n after the request was released";
+}
+
+$c->send_close(1000, 'bye');
+my ($code, undef, $closed) = $c->recv_close;
+is $code, 1000, "close handshake completes";
+ok $closed || $c->eof, "the server closes the TCP connection";
+
+is $lines->(), $before + 1, "one access log line for the connection";
