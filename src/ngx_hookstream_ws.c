@@ -1261,11 +1261,17 @@ ngx_http_hookstream_ws_post_write(ngx_http_hookstream_ws_t *ws)
         return;
     }
 
-    /* a write that waits for the socket is resumed by the event itself */
+    /*
+     * A write that waits for the socket is resumed by the event itself.
+     * Otherwise the write runs in the next turn of the event loop, after
+     * nginx has polled for events again without waiting: everything
+     * queued by then (a burst of publishes, every pipelined request of a
+     * publisher, several wakeups) goes out in one writev per connection.
+     */
 
     if (wev->ready || ws->fail || ws->closing) {
         ws->write_posted = 1;
-        ngx_post_event(wev, &ngx_posted_events);
+        ngx_post_event(wev, &ngx_posted_next_events);
     }
 }
 
