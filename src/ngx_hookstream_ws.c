@@ -1388,8 +1388,8 @@ ngx_http_hookstream_ws_flush(ngx_http_hookstream_ws_t *ws)
         ngx_del_timer(c->write);
     }
 
-    if (ws->queue && ws->qsize > 64) {
-        /* a drained burst does not keep its large ring */
+    if (ws->queue) {
+        /* a drained queue keeps no ring: idle connections are most */
         ngx_free(ws->queue);
         ws->queue = NULL;
         ws->qsize = 0;
