@@ -1866,10 +1866,10 @@ static ngx_int_t
 ngx_http_hookstream_stream_reset(ngx_http_hookstream_stream_ctx_t *ctx,
     const char *reason)
 {
-    u_char                           *p, *c;
-    ngx_hookstream_shctx_t           *sh;
-    u_char                            cursor[NGX_HOOKSTREAM_CURSOR_LEN];
-    u_char                            buf[128 + NGX_HOOKSTREAM_CURSOR_LEN];
+    u_char                  *p, *c;
+    ngx_hookstream_shctx_t  *sh;
+    u_char                   cursor[NGX_HOOKSTREAM_CURSOR_LEN];
+    u_char                   buf[128 + NGX_HOOKSTREAM_CURSOR_LEN];
 
     sh = ctx->ws->shctx;
 

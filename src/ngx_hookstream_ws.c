@@ -25,6 +25,8 @@ static ngx_uint_t ngx_http_hookstream_ws_has_token(ngx_str_t *value,
     const char *token, size_t len);
 static void ngx_http_hookstream_ws_release_handler(ngx_event_t *ev);
 static void ngx_http_hookstream_ws_release(ngx_http_hookstream_ws_t *ws);
+static void ngx_http_hookstream_ws_free_buffers(ngx_connection_t *c,
+    ngx_chain_t *cl);
 static void ngx_http_hookstream_ws_read_handler(ngx_event_t *rev);
 static void ngx_http_hookstream_ws_write_handler(ngx_event_t *wev);
 static void ngx_http_hookstream_ws_heartbeat_handler(ngx_event_t *ev);
@@ -462,11 +464,10 @@ ngx_http_hookstream_ws_release_handler(ngx_event_t *ev)
 static void
 ngx_http_hookstream_ws_release(ngx_http_hookstream_ws_t *ws)
 {
-    ngx_buf_t               *b;
-    ngx_chain_t             *cl, *ln;
-    ngx_connection_t        *c;
-    ngx_http_request_t      *r;
-    ngx_http_connection_t   *hc;
+    ngx_buf_t              *b;
+    ngx_connection_t       *c;
+    ngx_http_request_t     *r;
+    ngx_http_connection_t  *hc;
 
     r = ws->request;
     c = ws->connection;
@@ -500,24 +501,28 @@ ngx_http_hookstream_ws_release(ngx_http_hookstream_ws_t *ws)
         b->end = NULL;
     }
 
-    for (cl = hc->free; cl; /* void */) {
-        ln = cl;
-        cl = cl->next;
-        ngx_pfree(c->pool, ln->buf->start);
-        ngx_free_chain(c->pool, ln);
-    }
-
+    ngx_http_hookstream_ws_free_buffers(c, hc->free);
     hc->free = NULL;
 
-    for (cl = hc->busy; cl; /* void */) {
+    ngx_http_hookstream_ws_free_buffers(c, hc->busy);
+    hc->busy = NULL;
+    hc->nbusy = 0;
+}
+
+
+/* large client header buffers, given back to the connection's pool */
+
+static void
+ngx_http_hookstream_ws_free_buffers(ngx_connection_t *c, ngx_chain_t *cl)
+{
+    ngx_chain_t  *ln;
+
+    while (cl) {
         ln = cl;
         cl = cl->next;
         ngx_pfree(c->pool, ln->buf->start);
         ngx_free_chain(c->pool, ln);
     }
-
-    hc->busy = NULL;
-    hc->nbusy = 0;
 }
 
 
