@@ -332,3 +332,27 @@ $c->send_slowly(Test::Hookstream::WS->build_frame(opcode => OP_TEXT,
                                                   payload => '{"slow":1}'),
                 chunk => 1, delay => 0.002);
 $main::acked->($c, "a frame sent one byte at a time");
+
+
+
+=== TEST 9: input pending after a protocol error: close frame, then TCP close
+--- http_config
+hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
+--- config
+location /v1/ws/source/ { hookstream_source; }
+--- user_files eval
+">>> directory.json\n$ENV{TEST_NGINX_DIRECTORY_JSON}"
+--- tls
+--- ws
+# the bad frame, then 256 KB the server will never parse: the server
+# takes its lingering close path (shut its side down, drain the rest),
+# which must still end in the close frame and then the TCP close
+for my $round (1 .. 3) {
+    my $c = ws_connect($main::path);
+    ok $c->upgraded, "upgraded ($round)";
+
+    $c->send_frames({ opcode => OP_TEXT, payload => '{}', rsv => 2 },
+                    map { { opcode => OP_BINARY, payload => 'x' x 65536 } }
+                    1 .. 4);
+    $main::fails_with->($c, 1002, "bad frame with data behind it ($round)");
+}
