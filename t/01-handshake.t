@@ -33,7 +33,7 @@ location /v1/ws/source/ { hookstream_source; }
 # the example key and accept value of RFC 6455 section 1.3
 my $c = ws_connect($main::path, key => 'dGhlIHNhbXBsZSBub25jZQ==');
 ok $c->upgraded, "upgraded";
-is $c->status, 101, "101";
+is $c->status, 101, "status 101";
 is $c->header('Sec-WebSocket-Accept'), 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=',
    "accept value";
 like $c->header('Upgrade'), qr/^websocket$/i, "Upgrade: websocket";
