@@ -1,10 +1,11 @@
 # bench/plots.gp: the PNGs of a bench/run.sh report. run.sh writes the
 # data files into `data` (a directory) and calls
 #
-#   gnuplot -e "data='DIR'; out='PREFIX'; title='TEXT'" bench/plots.gp
+#   gnuplot -e "data='DIR'; out='PREFIX'; title='TEXT'; lat=1; mem=1" \
+#       bench/plots.gp
 #
-# which writes PREFIX-throughput.png, PREFIX-latency.png and
-# PREFIX-memory.png. Each data line: a quoted label, then for each server
+# which writes PREFIX-throughput.png, PREFIX-latency.png (lat=1) and
+# PREFIX-memory.png (mem=1). Each data line: a quoted label, then for each server
 # the median, the lowest and the highest run.
 
 set terminal pngcairo size 1100,560 font "DejaVu Sans,11" noenhanced
@@ -56,6 +57,7 @@ unset multiplot
 
 # -- latency percentiles ----------------------------------------------------
 
+if (lat) {
 set output out . "-latency.png"
 set terminal pngcairo size 1100,560 font "DejaVu Sans,11" noenhanced
 set title title . ": latency, p50 and p99 (median of the runs, bars from the lowest to the highest)"
@@ -71,9 +73,11 @@ plot data . "/latency.dat" \
       '' using ($0 - 0.125):($4/1000):(sprintf("%.1f", $2/1000)) with labels offset 0,0.7 notitle, \
       '' using ($0 + 0.125):($7/1000):(sprintf("%.1f", $5/1000)) with labels offset 0,0.7 notitle
 unset logscale y
+}
 
 # -- idle memory ------------------------------------------------------------
 
+if (mem) {
 set output out . "-memory.png"
 set terminal pngcairo size 800,520 font "DejaVu Sans,11" noenhanced
 set title title . ": memory per idle connection (Pss growth / connections)"
@@ -91,3 +95,4 @@ plot data . "/memory.dat" \
       '' using ($0 - 0.25):4:(sprintf("%.0f", $2)) with labels offset 0,0.7 notitle, \
       '' using 0:7:(sprintf("%.0f", $5)) with labels offset 0,0.7 notitle, \
       '' using ($0 + 0.25):8:(sprintf("%.0f", $8)) with labels offset 0,0.7 notitle
+}

@@ -921,13 +921,26 @@ plots() {
         echo '"no idle run" 0 0 0 0 0 0 0' > "$d/memory.dat"
     fi
 
+    # a plot with nothing of this run in it is left out
+    rm -f "$prefix"-{throughput,latency,memory}.png
     gnuplot -e "data='$d'; out='$prefix'" \
         -e "title='hookstream vs nchan, $(date -r "$results" '+%Y-%m-%d')'" \
+        -e "lat=$([ -s "$d/latency.dat" ] && echo 1 || echo 0)" \
+        -e "mem=$(has idle10000 && echo 1 || echo 0)" \
         "$bench/plots.gp" \
-        || { echo "bench: gnuplot failed: no plots"; return 0; }
+        || echo "bench: gnuplot failed"
 
-    echo "bench: plots in ${prefix#$root/}-{throughput,latency,memory}.png"
+    for p in throughput latency memory; do
+        if [ -f "$prefix-$p.png" ]; then
+            made_plots="$made_plots $(basename "$prefix-$p.png")"
+        fi
+    done
+    made_plots=${made_plots# }
+    echo "bench: plots: ${made_plots:-none}"
 }
+
+made_plots=""
+plots
 
 {
     echo "# hookstream vs nchan, $(date -r "$results" '+%Y-%m-%d %H:%M %Z')"
@@ -957,11 +970,8 @@ plots() {
              "server's error log."
     fi
     echo
-    prefix=${out%.md}
-    if command -v gnuplot > /dev/null; then
-        echo "Plots: $(basename "$prefix")-throughput.png," \
-             "$(basename "$prefix")-latency.png," \
-             "$(basename "$prefix")-memory.png."
+    if [ -n "$made_plots" ]; then
+        echo "Plots: $made_plots."
         echo
     fi
     echo "Every run (hsload's RESULT line; idle runs add the memory):"
@@ -976,5 +986,4 @@ table
 echo
 losses
 echo
-plots
 echo "bench: $elapsed s; report in ${out#$root/}"
