@@ -102,7 +102,7 @@ fuzz: deps module
 
 # side by side with nchan on this machine; see docs/benchmarks.md
 bench: deps module
-	@bash tools/deps.sh libnginx-mod-nchan
+	@bash tools/deps.sh bench
 	$(MAKE) -C bench hsload
 	bash bench/run.sh
 

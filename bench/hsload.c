@@ -15,6 +15,16 @@
  *   idle    N idle subscribers, held until -H seconds pass or SIGTERM.
  *   ingest  C connections to /v1/ws/source/SRC, K messages in flight each,
  *           counting acks; with -x, HTTP POSTs to /v1/ingest/SRC instead.
+ *   orgs    N subscribers on N orgs, one each (hookstream: the API key of
+ *           line i of -F FILE; nchan: channel oI), and one publisher
+ *           sending message s to org s % N, as fast as they take it
+ *           (the same window as fanout, each message having one receiver).
+ *   churn   N connectors, each in a loop: connect, WebSocket handshake,
+ *           wait for the first frame (hookstream's welcome; with -y, the
+ *           101 alone, as for nchan), close cleanly, connect again.
+ *           Every key of -F is used once before the timed part (so an
+ *           authority's answers are cached), then connects/s and the
+ *           time from connect() to 101 and to the first frame.
  *
  * Each published message carries its send time (CLOCK_MONOTONIC, ns) and a
  * sequence number in its data: {"s":SEQ,"t":NS,"pad":"xxx..."}, padded to
@@ -53,15 +63,17 @@
 #define HS_MAX_CODES       16
 #define HS_NSEC            1000000000LL
 #define HS_MAX_PIDS        16
+#define HS_LOSS_WAIT       (2 * HS_NSEC)
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT  24
 #endif
 
 
-enum { MODE_FANOUT, MODE_RATE, MODE_IDLE, MODE_INGEST };
+enum { MODE_FANOUT, MODE_RATE, MODE_IDLE, MODE_INGEST, MODE_ORGS,
+       MODE_CHURN };
 enum { KIND_HOOKSTREAM, KIND_NCHAN };
-enum { ROLE_SUB, ROLE_PUB, ROLE_WSIN, ROLE_HTTPIN, ROLE_KA };
+enum { ROLE_SUB, ROLE_PUB, ROLE_WSIN, ROLE_HTTPIN, ROLE_KA, ROLE_CHURN };
 enum { ST_FREE, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_CLOSED };
 
 
@@ -79,11 +91,18 @@ typedef struct {
 
 
 typedef struct {
+    char       *org;
+    char       *key;
+} org_key_t;
+
+
+typedef struct {
     int         fd;
     uint8_t     role;
     uint8_t     state;
     uint8_t     want_out;
     uint8_t     was_open;
+    uint8_t     closing;
     uint32_t    idx;
 
     char       *out;
@@ -100,6 +119,10 @@ typedef struct {
     uint64_t    recv;
     uint64_t    gaps;
     uint64_t    dups;
+    uint64_t    expect;
+
+    /* churn: when connect() was called */
+    uint64_t    t_connect;
 
     /* requests or messages in flight, in order: send time and sequence */
     uint32_t    inflight;
@@ -123,6 +146,10 @@ typedef struct {
     const char     *sub_path;
     const char     *pub_path;
     const char     *ready_file;
+    const char     *keys_file;
+    org_key_t      *keys;
+    long            nkeys;
+    int             upgrade_only;
     long            n;
     double          duration;
     long            max_msgs;
@@ -158,6 +185,7 @@ typedef struct {
     int64_t         wm;
     uint32_t       *wcnt;
     uint8_t        *wfail;
+    uint64_t       *wtime;
     uint64_t        next_due;
     uint64_t        t_start;
     uint64_t        t_stop;
@@ -176,6 +204,13 @@ typedef struct {
     int             last_bad_status;
     code_count_t    codes[HS_MAX_CODES];
     hist_t          hist;
+
+    /* churn: cycles begun, cycles done, connects timed, time to 101 */
+    uint64_t        cycle;
+    uint64_t        cycles_done;
+    uint64_t        connects;
+    uint64_t        churn_errors;
+    hist_t          hist_upgrade;
 
     /* CPU seconds of the server's workers and of hsload, at the start */
     double          srv_cpu0;
@@ -210,6 +245,13 @@ static size_t parse_handshake(conn_t *c, char *p, size_t len);
 static size_t parse_frames(conn_t *c, char *p, size_t len);
 static size_t parse_http(conn_t *c, char *p, size_t len);
 static void on_sub_text(conn_t *c, char *p, size_t len);
+static void churn_ready(conn_t *c);
+static void churn_reopen(void);
+static int churn_warm(void);
+static int churn_idle(void);
+static int sub_path(conn_t *c, char *buf, size_t size);
+static void load_keys(void);
+static conn_t *target_of(int64_t seq);
 static void on_reply(conn_t *c, int ok);
 static void on_pub_reply(conn_t *c, int ok);
 static void send_ingest(conn_t *c);
@@ -238,16 +280,20 @@ static void
 usage(void)
 {
     fprintf(stderr,
-        "usage: hsload fanout|rate|idle|ingest [options]\n"
+        "usage: hsload fanout|rate|idle|ingest|orgs|churn [options]\n"
         "  -a ADDR:PORT  target, 127.0.0.0/8 only (127.0.0.1:8080)\n"
         "  -K KIND       hookstream | nchan (hookstream)\n"
         "  -k KEY        API key (hookstream)\n"
         "  -o ORG        org id the publisher publishes to (hookstream)\n"
         "  -s SRC        source id (ingest)\n"
+        "  -F FILE       lines \"ORG KEY\": orgs: subscriber i uses line\n"
+        "                i; churn: connection i uses line i %% lines\n"
+        "  -y            churn: done at the 101, no first frame awaited\n"
         "  -C CHANNEL    channel: hookstream channel or nchan channel id\n"
         "  -S PATH       subscriber path (default from -K)\n"
         "  -P PATH       publish path (default from -K)\n"
-        "  -n N          subscribers or connections (100)\n"
+        "  -n N          subscribers, connections or churn connectors\n"
+        "                (100)\n"
         "  -d SECS       publish or ingest duration (10)\n"
         "  -m N          at most N messages published (1000000)\n"
         "  -r RATE       messages per second (rate mode, 50)\n"
@@ -634,6 +680,8 @@ conn_open(conn_t *c)
     c->fd = fd;
     c->state = ST_CONNECTING;
     c->want_out = 1;
+    c->closing = 0;
+    c->t_connect = now_ns();
     c->out_pos = 0;
     c->out_len = 0;
     c->in_len = 0;
@@ -678,7 +726,11 @@ conn_close(conn_t *c, int code)
         }
     }
 
-    if (code != 0) {
+    if (c->role == ROLE_CHURN && !c->closing) {
+        hs.churn_errors++;
+    }
+
+    if (code != 0 && !(c->role == ROLE_CHURN && c->closing)) {
         note_code(code);
     }
 
@@ -755,8 +807,10 @@ conn_connected(conn_t *c)
         return;
     }
 
-    if (c->role == ROLE_SUB) {
-        n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\n", hs.sub_path);
+    if (c->role == ROLE_SUB || c->role == ROLE_CHURN) {
+        n = snprintf(req, sizeof(req), "GET ");
+        n += sub_path(c, req + n, sizeof(req) - n);
+        n += snprintf(req + n, sizeof(req) - n, " HTTP/1.1\r\n");
 
     } else {
         n = snprintf(req, sizeof(req), "GET /v1/ws/source/%s?token=%s"
@@ -803,7 +857,8 @@ conn_read(conn_t *c)
     }
 
     if (n <= 0) {
-        conn_close(c, c->role == ROLE_SUB ? 1006 : -1);
+        conn_close(c, c->role == ROLE_SUB || c->role == ROLE_CHURN ? 1006
+                                                                   : -1);
         return;
     }
 
@@ -902,6 +957,14 @@ parse_handshake(conn_t *c, char *p, size_t len)
         send_ingest(c);
     }
 
+    if (c->role == ROLE_CHURN) {
+        hist_add(&hs.hist_upgrade, now_ns() - c->t_connect);
+
+        if (hs.upgrade_only) {
+            churn_ready(c);
+        }
+    }
+
     return end + 4 - p;
 }
 
@@ -971,6 +1034,11 @@ parse_frames(conn_t *c, char *p, size_t len)
             if (c->role == ROLE_SUB) {
                 on_sub_text(c, pl, plen);
 
+            } else if (c->role == ROLE_CHURN) {
+                if (memmem(pl, plen, "\"type\":\"welcome\"", 16)) {
+                    churn_ready(c);
+                }
+
             } else {
                 if (plen >= 13 && memmem(pl, plen, "\"type\":\"ack\"", 12)) {
                     on_reply(c, 1);
@@ -985,6 +1053,12 @@ parse_frames(conn_t *c, char *p, size_t len)
         case 0x8:
             code = plen >= 2 ? ((uint8_t) pl[0] << 8 | (uint8_t) pl[1])
                              : 1005;
+
+            if (c->role == ROLE_CHURN && c->closing) {
+                /* the server closes the TCP connection first */
+                break;
+            }
+
             conn_close(c, code);
             return pos;
 
@@ -1015,7 +1089,7 @@ static void
 on_sub_text(conn_t *c, char *p, size_t len)
 {
     char      *s, *e;
-    int64_t    seq;
+    int64_t    seq, step;
     uint64_t   t, now;
 
     s = memmem(p, len, "{\"s\":", 5);
@@ -1053,19 +1127,22 @@ on_sub_text(conn_t *c, char *p, size_t len)
     hist_add(&hs.hist, now > t ? now - t : 0);
     hs.delivered++;
 
+    /* orgs: a subscriber receives every n-th message */
+    step = hs.mode == MODE_ORGS ? hs.n : 1;
+
     if (seq <= c->last_seq) {
         c->dups++;
         return;
     }
 
-    if (seq != c->last_seq + 1) {
+    if (seq != c->last_seq + step) {
         c->gaps++;
     }
 
     if (hs.window) {
         /* every message up to seq has passed this subscriber */
         while (c->last_seq < seq) {
-            c->last_seq++;
+            c->last_seq += step;
             hs.wcnt[c->last_seq % HS_WRING]++;
         }
 
@@ -1074,6 +1151,174 @@ on_sub_text(conn_t *c, char *p, size_t len)
     }
 
     c->recv++;
+}
+
+
+/*
+ * A churn connection is through its handshake: the time since connect()
+ * is recorded, and the connection is closed cleanly (a close frame; the
+ * server answers it and closes the TCP connection, so the TIME_WAIT
+ * state stays on its side).
+ */
+
+static void
+churn_ready(conn_t *c)
+{
+    uint64_t  now;
+
+    if (c->closing) {
+        return;
+    }
+
+    now = now_ns();
+    hist_add(&hs.hist, now - c->t_connect);
+    hs.cycles_done++;
+
+    if (hs.running && now <= hs.t_stop) {
+        hs.connects++;
+    }
+
+    c->closing = 1;
+    ws_frame(c, 0x8, "\x03\xe8", 2);
+    conn_flush(c);
+}
+
+
+/* each connector whose connection is over opens the next one */
+
+static void
+churn_reopen(void)
+{
+    long     i;
+    conn_t  *c;
+
+    for (i = 0; i < hs.n && !stop_flag; i++) {
+        c = &hs.conns[i];
+
+        if (c->state != ST_FREE && c->state != ST_CLOSED) {
+            continue;
+        }
+
+        /* the next key and the next source address */
+        c->idx = hs.cycle++;
+
+        if (conn_open(c) != 0) {
+            c->state = ST_CLOSED;
+            hs.churn_errors++;
+        }
+    }
+}
+
+
+static int
+churn_warm(void)
+{
+    return hs.cycles_done >= (uint64_t) (hs.nkeys > hs.n ? hs.nkeys : hs.n);
+}
+
+
+static int
+churn_idle(void)
+{
+    long  i;
+
+    for (i = 0; i < hs.n; i++) {
+        if (hs.conns[i].state != ST_FREE && hs.conns[i].state != ST_CLOSED)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* the subscriber's request target: its org's key or its channel */
+
+static int
+sub_path(conn_t *c, char *buf, size_t size)
+{
+    const char  *key;
+
+    if (hs.mode != MODE_ORGS && hs.mode != MODE_CHURN) {
+        return snprintf(buf, size, "%s", hs.sub_path);
+    }
+
+    if (hs.kind == KIND_NCHAN) {
+        if (hs.mode == MODE_ORGS) {
+            return snprintf(buf, size, "/sub/o%u", c->idx);
+        }
+
+        return snprintf(buf, size, "%s", hs.sub_path);
+    }
+
+    key = hs.nkeys ? hs.keys[c->idx % hs.nkeys].key : hs.key;
+
+    return snprintf(buf, size, "/v1/ws?token=%s", key);
+}
+
+
+/* the subscriber a message of the orgs mode goes to */
+
+static conn_t *
+target_of(int64_t seq)
+{
+    return &hs.conns[seq % hs.n];
+}
+
+
+/* -F FILE: one "ORG KEY" a line */
+
+static void
+load_keys(void)
+{
+    FILE       *f;
+    char        line[512], org[128], key[256];
+    long        cap;
+    org_key_t  *k;
+
+    f = fopen(hs.keys_file, "r");
+    if (f == NULL) {
+        fprintf(stderr, "hsload: %s: %s\n", hs.keys_file, strerror(errno));
+        exit(2);
+    }
+
+    cap = 0;
+
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "%127s %255s", org, key) != 2) {
+            continue;
+        }
+
+        if (hs.nkeys == cap) {
+            cap = cap ? cap * 2 : 1024;
+            k = realloc(hs.keys, cap * sizeof(org_key_t));
+            if (k == NULL) {
+                fprintf(stderr, "hsload: out of memory\n");
+                exit(1);
+            }
+
+            hs.keys = k;
+        }
+
+        hs.keys[hs.nkeys].org = strdup(org);
+        hs.keys[hs.nkeys].key = strdup(key);
+
+        if (hs.keys[hs.nkeys].org == NULL || hs.keys[hs.nkeys].key == NULL) {
+            fprintf(stderr, "hsload: out of memory\n");
+            exit(1);
+        }
+
+        hs.nkeys++;
+    }
+
+    fclose(f);
+
+    if (hs.nkeys == 0) {
+        fprintf(stderr, "hsload: no \"ORG KEY\" line in %s\n",
+                hs.keys_file);
+        exit(2);
+    }
 }
 
 
@@ -1198,6 +1443,10 @@ on_pub_reply(conn_t *c, int ok)
     if (ok) {
         hs.pub_ok++;
 
+        if (hs.mode == MODE_ORGS) {
+            target_of(seq)->expect++;
+        }
+
     } else {
         hs.pub_err++;
 
@@ -1284,12 +1533,29 @@ send_ingest(conn_t *c)
 static void
 advance_wm(void)
 {
-    uint32_t  slot;
+    uint32_t  slot, need;
+    uint64_t  now;
+
+    now = now_ns();
 
     while (hs.wm < hs.pub_seq) {
         slot = hs.wm % HS_WRING;
 
-        if (hs.wcnt[slot] < (uint32_t) hs.live && !hs.wfail[slot])
+        if (hs.mode == MODE_ORGS) {
+            /* one receiver, if it is still there */
+            need = target_of(hs.wm)->state == ST_OPEN;
+
+        } else {
+            need = hs.live;
+        }
+
+        /*
+         * a message some subscriber has not received HS_LOSS_WAIT after
+         * it was sent is lost (the report counts it): the window moves
+         * past it rather than stopping the publisher for the whole run
+         */
+        if (hs.wcnt[slot] < need && !hs.wfail[slot]
+            && now - hs.wtime[slot] < HS_LOSS_WAIT)
         {
             break;
         }
@@ -1304,11 +1570,13 @@ advance_wm(void)
 static void
 pub_pump(void)
 {
-    conn_t    *c;
-    char       head[512];
-    int        n, hn;
-    uint64_t   t;
-    uint32_t   slot;
+    long         k;
+    conn_t      *c;
+    char         head[512], opath[64];
+    int          n, hn;
+    uint64_t     t;
+    uint32_t     slot;
+    const char  *org, *path;
 
     c = hs.pub;
 
@@ -1350,9 +1618,25 @@ pub_pump(void)
             break;
         }
 
+        org = hs.org;
+        path = hs.pub_path;
+
+        if (hs.mode == MODE_ORGS) {
+            /* round robin over the orgs (nchan: the channels) */
+            k = hs.pub_seq % hs.n;
+
+            if (hs.kind == KIND_HOOKSTREAM) {
+                org = hs.keys[k].org;
+
+            } else {
+                snprintf(opath, sizeof(opath), "/pub/o%ld", k);
+                path = opath;
+            }
+        }
+
         if (hs.kind == KIND_HOOKSTREAM) {
             n = sprintf(hs.msg, "{\"org_id\":\"%s\",\"type\":\"delivery\","
-                        "\"channel\":\"%s\",\"data\":", hs.org, hs.channel);
+                        "\"channel\":\"%s\",\"data\":", org, hs.channel);
             n += build_data(hs.msg + n, hs.pub_seq, t);
             hs.msg[n++] = '}';
 
@@ -1364,7 +1648,7 @@ pub_pump(void)
                       "POST %s HTTP/1.1\r\n"
                       "Host: %s\r\n"
                       "Content-Type: application/json\r\n"
-                      "Content-Length: %d\r\n\r\n", hs.pub_path, hs.host, n);
+                      "Content-Length: %d\r\n\r\n", path, hs.host, n);
         out_append(c, head, hn);
         out_append(c, hs.msg, n);
 
@@ -1372,6 +1656,7 @@ pub_pump(void)
         c->fifo_t[slot] = t;
         c->fifo_s[slot] = hs.pub_seq;
         c->inflight++;
+        hs.wtime[hs.pub_seq % HS_WRING] = t;
         hs.pub_seq++;
 
         if (hs.mode == MODE_RATE) {
@@ -1387,6 +1672,10 @@ static void
 open_more(void)
 {
     conn_t  *c;
+
+    if (hs.mode == MODE_CHURN) {
+        return;
+    }
 
     while (hs.next_open < hs.n && hs.pending < hs.conc && !stop_flag) {
         c = &hs.conns[hs.next_open++];
@@ -1405,8 +1694,13 @@ all_received(void)
     long  i;
 
     for (i = 0; i < hs.n; i++) {
-        if (hs.conns[i].state == ST_OPEN
-            && hs.conns[i].last_seq < hs.pub_seq - 1)
+        if (hs.conns[i].state != ST_OPEN) {
+            continue;
+        }
+
+        if (hs.mode == MODE_ORGS
+            ? hs.conns[i].recv < hs.conns[i].expect
+            : hs.conns[i].last_seq < hs.pub_seq - 1)
         {
             return 0;
         }
@@ -1541,6 +1835,10 @@ run_loop(uint64_t until, int (*done)(void))
             pub_pump();
         }
 
+        if (hs.running && hs.mode == MODE_CHURN) {
+            churn_reopen();
+        }
+
         if (hs.running && hs.mode == MODE_INGEST && hs.http) {
             /* HTTP ingest connections closed by the server reconnect */
             for (k = 0; k < hs.n; k++) {
@@ -1560,7 +1858,8 @@ run_loop(uint64_t until, int (*done)(void))
 static void
 progress(const char *what)
 {
-    static const char  *names[] = { "fanout", "rate", "idle", "ingest" };
+    static const char  *names[] = { "fanout", "rate", "idle", "ingest",
+                                    "orgs", "churn" };
     double              el;
 
     if (hs.quiet) {
@@ -1569,7 +1868,17 @@ progress(const char *what)
 
     el = hs.t_start ? (now_ns() - hs.t_start) / 1e9 : 0;
 
-    if (hs.mode == MODE_INGEST) {
+    if (hs.mode == MODE_CHURN) {
+        fprintf(stderr, "hsload %s%s: %5.1fs %s connects %llu (%.0f/s) "
+                "errors %llu p99 %.2fms\n", names[hs.mode], what, el,
+                hs.t_start ? "timed" : "warming",
+                (unsigned long long) (hs.t_start ? hs.connects
+                                                 : hs.cycles_done),
+                el > 0 ? hs.connects / el : 0.0,
+                (unsigned long long) hs.churn_errors,
+                hist_pct(&hs.hist, 0.99) / 1e6);
+
+    } else if (hs.mode == MODE_INGEST) {
         fprintf(stderr, "hsload %s%s: %5.1fs conns %ld/%ld acks %llu "
                 "(%.0f/s) errors %llu\n", names[hs.mode], what, el,
                 hs.live, hs.n, (unsigned long long) hs.acks,
@@ -1693,7 +2002,8 @@ cpu_mark(int end)
 static void
 report(void)
 {
-    static const char  *names[] = { "fanout", "rate", "idle", "ingest" };
+    static const char  *names[] = { "fanout", "rate", "idle", "ingest",
+                                    "orgs", "churn" };
     long                i, closed, open;
     uint64_t            expect, recv, lost, gaps, dups;
     double              el;
@@ -1719,8 +2029,10 @@ report(void)
             closed++;
         }
 
-        if (hs.mode == MODE_FANOUT || hs.mode == MODE_RATE) {
-            expect = hs.pub_ok;
+        if (hs.mode == MODE_FANOUT || hs.mode == MODE_RATE
+            || hs.mode == MODE_ORGS)
+        {
+            expect = hs.mode == MODE_ORGS ? hs.conns[i].expect : hs.pub_ok;
             recv = hs.conns[i].recv;
             lost += expect > recv ? expect - recv : 0;
             gaps += hs.conns[i].gaps;
@@ -1742,7 +2054,9 @@ report(void)
            hs.kind == KIND_HOOKSTREAM ? "hookstream" : "nchan",
            hs.n, hs.opened, hs.failed, open, closed);
 
-    if (hs.mode == MODE_FANOUT || hs.mode == MODE_RATE) {
+    if (hs.mode == MODE_FANOUT || hs.mode == MODE_RATE
+        || hs.mode == MODE_ORGS)
+    {
         el = (hs.t_last_recv > hs.t_start ? hs.t_last_recv - hs.t_start
                                           : 1) / 1e9;
         printf(" published=%llu pub_errors=%llu delivered=%llu"
@@ -1753,6 +2067,18 @@ report(void)
                (unsigned long long) hs.delivered, el,
                hs.delivered / el, (unsigned long long) lost,
                (unsigned long long) gaps, (unsigned long long) dups);
+
+    } else if (hs.mode == MODE_CHURN) {
+        el = (hs.t_stop - hs.t_start) / 1e9;
+        printf(" connects=%llu seconds=%.3f connects_per_s=%.0f"
+               " errors=%llu cycles=%llu keys=%ld upgrade_p50_us=%.1f"
+               " upgrade_p99_us=%.1f",
+               (unsigned long long) hs.connects, el,
+               el > 0 ? hs.connects / el : 0.0,
+               (unsigned long long) hs.churn_errors,
+               (unsigned long long) hs.cycles_done, hs.nkeys,
+               hist_pct(&hs.hist_upgrade, 0.50) / 1e3,
+               hist_pct(&hs.hist_upgrade, 0.99) / 1e3);
 
     } else if (hs.mode == MODE_INGEST) {
         el = (hs.t_stop - hs.t_start) / 1e9;
@@ -1776,7 +2102,8 @@ report(void)
                hs.wall, hs.cli_cpu, hs.all_cpu);
 
         if (hs.npids) {
-            recv = hs.mode == MODE_INGEST ? hs.acks : hs.delivered;
+            recv = hs.mode == MODE_INGEST ? hs.acks
+                   : hs.mode == MODE_CHURN ? hs.connects : hs.delivered;
             printf(" server_cpu_s=%.2f server_ns_per_msg=%.0f"
                    " other_cpu_s=%.2f", hs.srv_cpu,
                    recv ? hs.srv_cpu * 1e9 / recv : 0.0,
@@ -1820,6 +2147,12 @@ main(int argc, char **argv)
     } else if (strcmp(argv[1], "ingest") == 0) {
         hs.mode = MODE_INGEST;
 
+    } else if (strcmp(argv[1], "orgs") == 0) {
+        hs.mode = MODE_ORGS;
+
+    } else if (strcmp(argv[1], "churn") == 0) {
+        hs.mode = MODE_CHURN;
+
     } else {
         usage();
     }
@@ -1842,7 +2175,7 @@ main(int argc, char **argv)
     optind = 2;
 
     while ((ch = getopt(argc, argv,
-                        "a:K:k:o:s:C:S:P:n:d:m:r:w:q:b:H:R:c:xD:QW:"))
+                        "a:K:k:o:s:F:yC:S:P:n:d:m:r:w:q:b:H:R:c:xD:QW:"))
            != -1)
     {
         switch (ch) {
@@ -1868,6 +2201,8 @@ main(int argc, char **argv)
         case 'k': hs.key = optarg; break;
         case 'o': hs.org = optarg; break;
         case 's': hs.src = optarg; break;
+        case 'F': hs.keys_file = optarg; break;
+        case 'y': hs.upgrade_only = 1; break;
         case 'C': hs.channel = optarg; break;
         case 'S': hs.sub_path = optarg; break;
         case 'P': hs.pub_path = optarg; break;
@@ -1950,7 +2285,9 @@ main(int argc, char **argv)
         && !(hs.mode == MODE_IDLE && hs.http))
     {
         if (hs.kind == KIND_HOOKSTREAM) {
-            if (hs.key == NULL) {
+            if (hs.key == NULL && hs.mode != MODE_ORGS
+                && hs.mode != MODE_CHURN)
+            {
                 fprintf(stderr, "hsload: -k KEY is needed\n");
                 return 2;
             }
@@ -1972,6 +2309,25 @@ main(int argc, char **argv)
             snprintf(path, sizeof(path), "/pub/%s", hs.channel);
             hs.pub_path = strdup(path);
         }
+    }
+
+    if (hs.keys_file) {
+        load_keys();
+    }
+
+    if (hs.mode == MODE_ORGS && hs.kind == KIND_HOOKSTREAM
+        && hs.nkeys < hs.n)
+    {
+        fprintf(stderr, "hsload: orgs needs -F FILE with at least -n N"
+                " lines\n");
+        return 2;
+    }
+
+    if (hs.mode == MODE_CHURN && hs.kind == KIND_HOOKSTREAM
+        && hs.key == NULL && hs.nkeys == 0)
+    {
+        fprintf(stderr, "hsload: churn needs -k KEY or -F FILE\n");
+        return 2;
     }
 
     if ((hs.mode == MODE_FANOUT || hs.mode == MODE_RATE)
@@ -2002,9 +2358,10 @@ main(int argc, char **argv)
     hs.msg = malloc(hs.size + 1024);
     hs.wcnt = calloc(HS_WRING, sizeof(uint32_t));
     hs.wfail = calloc(HS_WRING, 1);
+    hs.wtime = calloc(HS_WRING, sizeof(uint64_t));
 
     if (hs.ep < 0 || hs.conns == NULL || hs.rbuf == NULL || hs.msg == NULL
-        || hs.wcnt == NULL || hs.wfail == NULL)
+        || hs.wcnt == NULL || hs.wfail == NULL || hs.wtime == NULL)
     {
         fprintf(stderr, "hsload: out of memory\n");
         return 1;
@@ -2015,10 +2372,13 @@ main(int argc, char **argv)
     for (i = 0; i <= hs.n; i++) {
         hs.conns[i].fd = -1;
         hs.conns[i].idx = i;
-        hs.conns[i].last_seq = -1;
+        hs.conns[i].last_seq = hs.mode == MODE_ORGS ? i - hs.n : -1;
 
         if (hs.mode == MODE_INGEST) {
             hs.conns[i].role = hs.http ? ROLE_HTTPIN : ROLE_WSIN;
+
+        } else if (hs.mode == MODE_CHURN) {
+            hs.conns[i].role = ROLE_CHURN;
 
         } else if (hs.mode == MODE_IDLE && hs.http) {
             hs.conns[i].role = ROLE_KA;
@@ -2036,6 +2396,50 @@ main(int argc, char **argv)
                 return 1;
             }
         }
+    }
+
+    if (hs.mode == MODE_CHURN) {
+        /* every key once, so that the authority's answers are cached */
+        now = now_ns();
+        hs.running = 1;
+        run_loop(now + (uint64_t) (hs.connect_timeout * HS_NSEC),
+                 churn_warm);
+        hs.running = 0;
+        run_loop(now_ns() + 5 * HS_NSEC, churn_idle);
+
+        if (!hs.quiet) {
+            fprintf(stderr, "hsload: warm: %llu connects in %.2fs, %llu"
+                    " errors\n", (unsigned long long) hs.cycles_done,
+                    (now_ns() - now) / 1e9,
+                    (unsigned long long) hs.churn_errors);
+        }
+
+        if (stop_flag || !churn_warm()) {
+            report();
+            return 1;
+        }
+
+        memset(&hs.hist, 0, sizeof(hist_t));
+        memset(&hs.hist_upgrade, 0, sizeof(hist_t));
+        memset(hs.codes, 0, sizeof(hs.codes));
+        hs.churn_errors = 0;
+        hs.cycles_done = 0;
+        hs.failed = 0;
+        hs.bad_status = 0;
+
+        hs.t_start = now_ns();
+        hs.t_stop = hs.t_start + (uint64_t) (hs.duration * HS_NSEC);
+        hs.running = 1;
+        cpu_mark(0);
+        run_loop(hs.t_stop, NULL);
+        hs.running = 0;
+        run_loop(now_ns() + (uint64_t) (hs.drain * HS_NSEC), churn_idle);
+        cpu_mark(1);
+
+        progress(" (end)");
+        report();
+
+        return 0;
     }
 
     /* connect everything, a bounded number at a time */
@@ -2100,8 +2504,16 @@ main(int argc, char **argv)
         break;
 
     default:
-        /* let the server finish registering the subscribers */
-        run_loop(now_ns() + 500000000, NULL);
+        /* fanout, rate, orgs */
+
+        /*
+         * let the server finish registering the subscribers: a 101 does
+         * not say the subscriber is on its channel yet, and an early
+         * message can miss it (seen with nchan and 5,000 channels on a
+         * busy machine, with half a second)
+         */
+        run_loop(now_ns() + (hs.mode == MODE_ORGS ? 2 : 0.5) * HS_NSEC,
+                 NULL);
 
         hs.pub = &hs.conns[hs.n];
         hs.pub->role = ROLE_PUB;

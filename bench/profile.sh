@@ -33,6 +33,7 @@ rm -rf "$prefix"
 mkdir -p "$prefix"/{conf,logs,tmp,journal}
 sed -e "s|@MODULE@|$module|" -e "s|@PREFIX@|$prefix|" -e "s|@PORT@|$port|" \
     -e "s|@DIRECTORY@|$directory|" -e "s|@FSYNC@|off|" \
+    -e "s|@AUTH_PORT@|${BENCH_PORT_AUTH:-18082}|" -e "s|@ORG@|$org|" \
     "$bench/conf/hookstream.conf" > "$prefix/conf/nginx.conf"
 
 "$nginx_bin" -p "$prefix/" -c conf/nginx.conf

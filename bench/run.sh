@@ -7,9 +7,14 @@
 # Environment (all optional):
 #   BENCH_DURATION=8    seconds of load per run
 #   BENCH_REPS=3        runs of each scenario on each server (median shown)
-#   BENCH_SCENARIOS="fanout1000 fanout5000 rate5000 rate5000-10 rate1000
-#                    idle10000 ingest"  (rateN-R: N subscribers, R msg/s,
-#                    50 by default)
+#   BENCH_SCENARIOS="fanout1000 fanout5000 orgs5000 rate5000 rate5000-10
+#                    rate1000 churn idle10000 ingest"  (rateN-R: N
+#                    subscribers, R msg/s, 50 by default; orgsN: N
+#                    subscribers on N orgs or channels)
+#   BENCH_CHURN_CONNECTORS=50  churn: connections being opened at once
+#   BENCH_CHURN_KEYS=1000      churn: API keys resolved by the authority
+#   BENCH_ORGS_WINDOW=1000     orgs: messages the publisher may be ahead
+#                              of the deliveries
 #   BENCH_NOISE=0.25    a run during which other jobs used more than this
 #   BENCH_RETRIES=1     share of one CPU is run again, at most this often
 #   BENCH_QUIET_WAIT=3  seconds to wait at most for other jobs to calm down
@@ -18,8 +23,10 @@
 #   BENCH_WORK=DIR      server prefixes and logs (build/bench)
 #   BENCH_PORT_HS=18080 BENCH_PORT_NCHAN=18081
 #   NGINX_BIN, HOOKSTREAM_MODULE, NCHAN_MODULE
-#   BENCH_REPORT_ONLY=1 no runs: rewrite the report from the last run's
-#                       $BENCH_WORK/results.tsv
+#   BENCH_REPORT_ONLY=1 no runs: rewrite the report (and the plots) from
+#                       the last run's $BENCH_WORK/results.tsv
+#   BENCH_PLOTS=DIR     where the PNG plots go (bench/results; none
+#                       without gnuplot)
 
 set -euo pipefail
 
@@ -32,14 +39,18 @@ nchan_module=${NCHAN_MODULE:-/usr/lib/nginx/modules/ngx_nchan_module.so}
 work=${BENCH_WORK:-$root/build/bench}
 dur=${BENCH_DURATION:-8}
 reps=${BENCH_REPS:-3}
-scenarios=${BENCH_SCENARIOS:-fanout1000 fanout5000 rate5000 rate5000-10
-                             rate1000 idle10000 ingest}
+scenarios=${BENCH_SCENARIOS:-fanout1000 fanout5000 orgs5000 rate5000
+                             rate5000-10 rate1000 churn idle10000 ingest}
 scenarios=$(echo $scenarios)
 quiet_wait=${BENCH_QUIET_WAIT:-3}
 noise=${BENCH_NOISE:-0.25}
 retries=${BENCH_RETRIES:-1}
 port_hs=${BENCH_PORT_HS:-18080}
 port_nc=${BENCH_PORT_NCHAN:-18081}
+port_auth=${BENCH_PORT_AUTH:-18082}
+churn_conc=${BENCH_CHURN_CONNECTORS:-50}
+churn_keys=${BENCH_CHURN_KEYS:-1000}
+orgs_window=${BENCH_ORGS_WINDOW:-1000}
 hsload=$bench/hsload
 
 directory=$root/examples/directory.json
@@ -82,11 +93,49 @@ else
     rm -rf "$work"
     mkdir -p "$work/logs"
     : > "$results"
+    echo "$scenarios" > "$work/scenarios"
+    echo "$reps" > "$work/reps"
     # every run loads the same build, even if the tree is rebuilt meanwhile
     cp -p "$module" "$work/ngx_hookstream_module.so"
 fi
 module=$work/ngx_hookstream_module.so
 mkdir -p "$(dirname "$out")"
+
+if [ -n "$report_only" ] && [ -s "$work/scenarios" ]; then
+    scenarios=$(cat "$work/scenarios")
+    reps=$(cat "$work/reps" 2>/dev/null || echo "$reps")
+fi
+
+# -- the orgs and keys of the orgs and churn scenarios ----------------------
+
+# make_keys FILE N TAG: N lines "ORG KEY" of made-up orgs and API keys,
+# the same on every run (ids and keys are hashes of TAG and the line)
+make_keys() {
+    perl -MDigest::SHA=sha256_hex -MDigest::MD5=md5_hex -e '
+        my ($n, $tag) = @ARGV;
+        for my $i (0 .. $n - 1) {
+            printf "org_%s hs_live_%s\n", md5_hex("$tag-org-$i"),
+                sha256_hex("$tag-key-$i");
+        }' "$2" "$3" > "$1"
+}
+
+# make_directory KEYS OUT: the demo directory plus one org a line of KEYS,
+# each with its one API key
+make_directory() {
+    perl -MDigest::SHA=sha256_hex -e '
+        my ($keys, $demo) = @ARGV;
+        open my $d, "<", $demo or die "$demo: $!";
+        my $json = do { local $/; <$d> };
+        $json =~ s/\}\s*\}\s*$//s or die "$demo: not the expected shape";
+        open my $k, "<", $keys or die "$keys: $!";
+        print $json;
+        while (<$k>) {
+            my ($org, $key) = split;
+            printf qq(,\n        "%s": {\n            "api_keys": )
+                . qq(["sha256:%s"]\n        }), $org, sha256_hex($key);
+        }
+        print "\n    }\n}\n";' "$1" "$directory" > "$2"
+}
 
 # -- servers ---------------------------------------------------------------
 
@@ -94,7 +143,7 @@ running=""
 
 # start NAME: hs-on, hs-off (hookstream, journal fsync on/off) or nchan
 start() {
-    local name=$1 prefix=$work/$1 port fsync i
+    local name=$1 prefix=$work/$1 port fsync dir i
 
     rm -rf "$prefix"
     mkdir -p "$prefix"/{conf,logs,tmp,journal}
@@ -103,9 +152,16 @@ start() {
     hs-*)
         port=$port_hs
         fsync=${name#hs-}
+        dir=$directory
+        if [ "$name" = hs-orgs ]; then
+            # the orgs scenario's directory: the demo org and 5,000 more
+            fsync=off
+            dir=$work/orgs-directory.json
+        fi
         sed -e "s|@MODULE@|$module|" -e "s|@PREFIX@|$prefix|" \
-            -e "s|@PORT@|$port|" -e "s|@DIRECTORY@|$directory|" \
-            -e "s|@FSYNC@|$fsync|" \
+            -e "s|@PORT@|$port|" -e "s|@DIRECTORY@|$dir|" \
+            -e "s|@FSYNC@|$fsync|" -e "s|@AUTH_PORT@|$port_auth|" \
+            -e "s|@ORG@|$org|" \
             "$bench/conf/hookstream.conf" > "$prefix/conf/nginx.conf"
         ;;
     nchan)
@@ -218,6 +274,7 @@ count_runs() {
     for s in $scenarios; do
         case $s in
         ingest) total_runs=$((total_runs + 4 * reps)) ;;
+        churn)  total_runs=$((total_runs + 3 * reps)) ;;
         idle*)  total_runs=$((total_runs + 2 * reps + 1)) ;;
         *)      total_runs=$((total_runs + 2 * reps)) ;;
         esac
@@ -304,6 +361,68 @@ run_fanout() {
         "lost $(field lost "$res"), closes $(field close_codes "$res")"
 }
 
+# run_orgs SCENARIO SUBSCRIBERS SERVER REP: N subscribers on N orgs
+# (nchan: N channels), one publisher going round robin over them
+run_orgs() {
+    local scen=$1 n=$2 name=$3 rep=$4 args res srv
+
+    if [ "$name" = nchan ]; then
+        srv=nchan
+        args=(-K nchan -a "127.0.0.1:$port_nc")
+    else
+        srv=hs-orgs
+        args=(-a "127.0.0.1:$port_hs" -F "$work/orgs-keys.txt")
+    fi
+
+    start "$srv"
+    settle
+    res=$(load "$scen" "$name" "$rep" "$scen-$name-$rep" orgs \
+          "${args[@]}" -n "$n" -d "$dur" -w "$orgs_window" -c 500 \
+          -W "$(workers "$srv")")
+    stop "$srv"
+
+    progress "$scen $name #$rep:" \
+        "$(fmt "$(field msgs_per_s "$res")") msg/s," \
+        "p50 $(field p50_us "$res") us, p99 $(field p99_us "$res") us," \
+        "lost $(field lost "$res"), closes $(field close_codes "$res")"
+}
+
+# run_churn SERVER REP: connect, handshake, first frame, close, again.
+#   hookstream:     API keys the directory does not know, resolved by the
+#                   authority once each (a warm-up) and then from the cache
+#   hookstream-dir: the demo key, which the directory file knows
+#   nchan:          a WebSocket subscriber on one channel, done at the 101
+run_churn() {
+    local name=$1 rep=$2 args res srv
+
+    case $name in
+    nchan)
+        srv=nchan
+        args=(-K nchan -a "127.0.0.1:$port_nc" -y)
+        ;;
+    hookstream)
+        srv=hs-off
+        args=(-a "127.0.0.1:$port_hs" -F "$work/churn-keys.txt")
+        ;;
+    hookstream-dir)
+        srv=hs-off
+        args=(-a "127.0.0.1:$port_hs" -k "$key")
+        ;;
+    esac
+
+    start "$srv"
+    settle
+    res=$(load churn "$name" "$rep" "churn-$name-$rep" churn \
+          "${args[@]}" -n "$churn_conc" -d "$dur" -D 2 \
+          -W "$(workers "$srv")")
+    stop "$srv"
+
+    progress "churn $name #$rep:" \
+        "$(fmt "$(field connects_per_s "$res")") connects/s," \
+        "p50 $(field p50_us "$res") us, p99 $(field p99_us "$res") us," \
+        "errors $(field errors "$res")"
+}
+
 run_idle() {
     local scen=$1 n=$2 name=$3 rep=$4 srv args pid res pb rb pa ra i open
     local ready=$work/ready log=$work/logs/$scen-$name-$rep.log
@@ -388,6 +507,18 @@ if [ -z "$report_only" ]; then
 echo "bench: $total_runs runs of ${dur}s, $reps of each, alternating" \
      "hookstream (127.0.0.1:$port_hs) and nchan (127.0.0.1:$port_nc)"
 
+for scen in $scenarios; do
+    case $scen in
+    orgs*)
+        make_keys "$work/orgs-keys.txt" "${scen#orgs}" bench
+        make_directory "$work/orgs-keys.txt" "$work/orgs-directory.json"
+        ;;
+    churn)
+        make_keys "$work/churn-keys.txt" "$churn_keys" churn
+        ;;
+    esac
+done
+
 for rep in $(seq "$reps"); do
     # alternate which server goes first
     if [ $((rep % 2)) = 1 ]; then
@@ -401,6 +532,19 @@ for rep in $(seq "$reps"); do
         fanout*)
             for s in $order; do
                 run_fanout "$scen" "${scen#fanout}" fanout "$s" "$rep"
+            done
+            ;;
+        orgs*)
+            for s in $order; do
+                run_orgs "$scen" "${scen#orgs}" "$s" "$rep"
+            done
+            ;;
+        churn)
+            for s in $order; do
+                run_churn "$s" "$rep"
+                if [ "$s" = hookstream ]; then
+                    run_churn hookstream-dir "$rep"
+                fi
             done
             ;;
         rate*)
@@ -436,7 +580,8 @@ echo $(( $(date +%s) - started )) > "$work/elapsed"
 fi
 
 elapsed=$(cat "$work/elapsed" 2>/dev/null || echo '?')
-retried=$(cat "$work/retries" 2>/dev/null | wc -l)
+retried=$(cat "$work/retries" 2>/dev/null || true)
+retried=$(printf "%s" "$retried" | grep -c . || true)
 
 # -- the report -------------------------------------------------------------
 
@@ -507,12 +652,14 @@ span() {
 }
 
 # one table row: LABEL SCEN KEY SCALE DECIMALS TARGET_TEXT TARGET_CHECK
+#   [SERVER]
 #   TARGET_CHECK: an awk condition on r (ours/nchan), or "" for none
+#   SERVER: the runs of ours to show (hookstream)
 row() {
     local label=$1 scen=$2 key=$3 scale=$4 dec=$5 target=$6 check=$7
-    local a b r met ours theirs
+    local ours_name=${8:-hookstream} a b r met ours theirs
 
-    read -r a amin amax <<< "$(agg "$scen" hookstream "$key")"
+    read -r a amin amax <<< "$(agg "$scen" "$ours_name" "$key")"
     read -r b bmin bmax <<< "$(agg "$scen" nchan "$key")"
     r=$(ratio "$a" "$b")
 
@@ -557,6 +704,19 @@ table() {
     done
 
     for scen in $scenarios; do
+        case $scen in orgs*) ;; *) continue ;; esac
+        n=$(fmt "${scen#orgs}")
+        row "$n subs on $n orgs (nchan: channels), delivered msg/s" \
+            "$scen" msgs_per_s 1 0 "" ""
+        row "$n subs on $n orgs, p50 latency ms" "$scen" p50_us 1000 2 \
+            "" ""
+        row "$n subs on $n orgs, p99 latency ms" "$scen" p99_us 1000 2 \
+            "" ""
+        row "$n subs on $n orgs, server CPU µs/msg" "$scen" \
+            server_ns_per_msg 1000 1 "(lower is better)" ""
+    done
+
+    for scen in $scenarios; do
         case $scen in rate*) ;; *) continue ;; esac
         n=${scen#rate}
         r=50
@@ -569,6 +729,23 @@ table() {
         row "$label, delivered msg/s" "$scen" msgs_per_s 1 0 \
             "(offered: $(fmt $((n * r))))" ""
     done
+
+    if has churn; then
+        row "churn, $churn_conc connectors, connects/s (key: auth cache)" \
+            churn connects_per_s 1 0 "" ""
+        row "churn, connects/s (key: directory file)" churn \
+            connects_per_s 1 0 "" "" hookstream-dir
+        row "churn, handshake p50 ms (key: auth cache)" churn p50_us \
+            1000 2 "" ""
+        row "churn, handshake p99 ms (key: auth cache)" churn p99_us \
+            1000 2 "" ""
+        row "churn, handshake p99 ms (key: directory file)" churn p99_us \
+            1000 2 "" "" hookstream-dir
+        row "churn, server CPU µs/connect (key: auth cache)" churn \
+            server_ns_per_msg 1000 1 "(lower is better)" ""
+        row "churn, server CPU µs/connect (key: directory file)" churn \
+            server_ns_per_msg 1000 1 "(lower is better)" "" hookstream-dir
+    fi
 
     if has idle10000; then
         row "idle $idle_n WebSockets, bytes/conn (Pss)" idle10000 \
@@ -613,7 +790,7 @@ table() {
 losses() {
     local scen s
     for scen in $scenarios; do
-        case $scen in fanout*|rate*) ;; *) continue ;; esac
+        case $scen in fanout*|rate*|orgs*) ;; *) continue ;; esac
         for s in hookstream nchan; do
             printf -- '- %s %s: %s messages lost, %s publish errors,' \
                 "$scen" "$s" "$(sum "$scen" "$s" lost)" \
@@ -624,6 +801,14 @@ losses() {
             printf ' while these runs lasted\n'
         done
     done
+    if has churn; then
+        for s in hookstream hookstream-dir nchan; do
+            printf -- '- churn %s: %s failed handshakes or connections,' \
+                "$s" "$(sum churn "$s" errors)"
+            printf ' unexpected closes: %s; other jobs used %s CPU-s\n' \
+                "$(codes churn "$s")" "$(sum churn "$s" other_cpu_s)"
+        done
+    fi
     for scen in ingest-ws-on ingest-ws-off ingest-http-on ingest-http-off; do
         has ingest || continue
         printf -- '- %s: %s errors (nacks or non-2xx), other jobs %s CPU-s\n' \
@@ -649,6 +834,113 @@ machine() {
     echo "- journal on $(df -T "$work" | awk 'NR == 2 { print $2 }')" \
         "($(df "$work" | awk 'NR == 2 { print $1 }'))"
 }
+
+# -- the plots -------------------------------------------------------------
+
+# dat LABEL SCEN KEY SERVER...: a line of plots.gp's data, "-" for none
+dat() {
+    local label=$1 scen=$2 key=$3 s v
+    shift 3
+    printf '"%s"' "$label"
+    for s in "$@"; do
+        v=$(agg "$scen" "$s" "$key")
+        [ "$v" = "- - -" ] && v="0 0 0"
+        printf ' %s' "$v"
+    done
+    echo
+}
+
+plots() {
+    local d=$work/plots prefix=${out%.md} scen n r p ka
+
+    command -v gnuplot > /dev/null || {
+        echo "bench: no gnuplot (apt-get install gnuplot-nox): no plots"
+        return 0
+    }
+
+    rm -rf "$d"
+    mkdir -p "$d"
+
+    for scen in $scenarios; do
+        case $scen in
+        fanout*)
+            dat "fan-out\\n$(fmt "${scen#fanout}") subs\\none org" \
+                "$scen" msgs_per_s hookstream nchan
+            ;;
+        orgs*)
+            n=$(fmt "${scen#orgs}")
+            dat "many orgs\\n$n subs\\n$n orgs" "$scen" \
+                msgs_per_s hookstream nchan
+            ;;
+        esac
+    done > "$d/throughput.dat"
+
+    if has churn; then
+        dat "$churn_conc connectors" churn connects_per_s hookstream \
+            hookstream-dir nchan > "$d/churn.dat"
+    else
+        echo '"no churn run" 0 0 0 0 0 0 0 0 0' > "$d/churn.dat"
+    fi
+
+    # the fixed rates this machine keeps up with (5,000 x 50/s it does
+    # not: that latency is a backlog), then the orgs and the handshakes
+    {
+        for scen in $scenarios; do
+            case $scen in rate*) ;; *) continue ;; esac
+            n=${scen#rate}
+            r=50
+            case $n in *-*) r=${n#*-}; n=${n%-*} ;; esac
+            [ $((n * r)) -gt 50000 ] && continue
+            for p in 50 99; do
+                dat "$(fmt "$n") subs\\n$r msg/s\\np$p" "$scen" \
+                    "p${p}_us" hookstream nchan
+            done
+        done
+        for scen in $scenarios; do
+            case $scen in orgs*) ;; *) continue ;; esac
+            for p in 50 99; do
+                dat "$(fmt "${scen#orgs}") orgs\\nmax rate\\np$p" "$scen" \
+                    "p${p}_us" hookstream nchan
+            done
+        done
+        if has churn; then
+            for p in 50 99; do
+                dat "churn\\nhandshake\\np$p" churn "p${p}_us" \
+                    hookstream nchan
+            done
+        fi
+    } > "$d/latency.dat"
+
+    if has idle10000; then
+        read -r ka _ _ <<< "$(agg idle10000 keepalive pss_per_conn)"
+        printf '%s %s\n' \
+            "$(dat "$(fmt "$idle_n") idle WebSockets" idle10000 \
+               pss_per_conn hookstream nchan)" "${ka/-/0}" \
+            > "$d/memory.dat"
+    else
+        echo '"no idle run" 0 0 0 0 0 0 0' > "$d/memory.dat"
+    fi
+
+    # a plot with nothing of this run in it is left out
+    rm -f "$prefix"-{throughput,latency,memory}.png
+    gnuplot -e "data='$d'; out='$prefix'" \
+        -e "title='hookstream vs nchan, $(date -r "$results" '+%Y-%m-%d')'" \
+        -e "lat=$([ -s "$d/latency.dat" ] && echo 1 || echo 0)" \
+        -e "mem=$(has idle10000 && echo 1 || echo 0)" \
+        "$bench/plots.gp" \
+        || echo "bench: gnuplot failed"
+
+    for p in throughput latency memory; do
+        if [ -f "$prefix-$p.png" ]; then
+            made_plots="$made_plots $(basename "$prefix-$p.png")"
+        fi
+    done
+    made_plots=${made_plots# }
+    echo "bench: plots: ${made_plots:-none}"
+}
+
+made_plots=""
+plots
 
 {
     echo "# hookstream vs nchan, $(date -r "$results" '+%Y-%m-%d %H:%M %Z')"
@@ -678,6 +970,10 @@ machine() {
              "server's error log."
     fi
     echo
+    if [ -n "$made_plots" ]; then
+        echo "Plots: $made_plots."
+        echo
+    fi
     echo "Every run (hsload's RESULT line; idle runs add the memory):"
     echo
     echo '```'

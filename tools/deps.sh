@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages named on the command line that are missing.
-# "build" and "test" name the two sets the Makefile uses.
+# "build", "test" and "bench" name the sets the Makefile uses.
 set -euo pipefail
 
 build_pkgs="nginx-dev libcjson-dev libssl-dev libpcre2-dev zlib1g-dev gcc make"
 test_pkgs="nginx-core libtest-base-perl libprotocol-websocket-perl
            libio-socket-ssl-perl openssl curl python3-websockets
            clang libclang-rt-14-dev chromium"
+bench_pkgs="libnginx-mod-nchan gnuplot-nox perl"
 
 want=""
 for set in "$@"; do
@@ -14,6 +15,7 @@ for set in "$@"; do
         build) want="$want $build_pkgs" ;;
         test)  want="$want $test_pkgs"
                command -v npm >/dev/null 2>&1 || want="$want nodejs npm" ;;
+        bench) want="$want $bench_pkgs" ;;
         *)     want="$want $set" ;;
     esac
 done
