@@ -128,6 +128,23 @@ ngx_hookstream_ingest(ngx_hookstream_event_t *ev,
         return NGX_ERROR;
     }
 
+    if (hmcf->redis && hmcf->redis->journal.len) {
+        /* the pipeline on Redis: acked once XADD (and WAIT) answered */
+        ev->durable = 1;
+
+        if (ngx_hookstream_redis_append(&ev->record, ev->id, &ev->req,
+                                        ev->log)
+            != NGX_OK)
+        {
+            ngx_hookstream_stat_add(ev->shctx, events_not_stored, 1);
+            ngx_hookstream_dedup_forget(ev);
+            ev->rc = NGX_ERROR;
+            return NGX_ERROR;
+        }
+
+        return NGX_AGAIN;
+    }
+
     if (hmcf->journal == NULL) {
         /* an explicit choice of the operator: events are not kept */
         ev->rc = NGX_OK;
