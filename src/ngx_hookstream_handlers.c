@@ -84,8 +84,17 @@ static u_char *ngx_http_hookstream_json_string(u_char *p, ngx_str_t *s);
 static ngx_int_t ngx_http_hookstream_headers_json(ngx_http_request_t *r,
     ngx_str_t *out);
 
+/* the answer of a publish, sent once Redis has the messages */
+typedef struct {
+    ngx_http_request_t          *request;
+    ngx_uint_t                   status;
+    ngx_str_t                    body;
+} ngx_http_hookstream_publish_answer_t;
+
+
 static ngx_int_t ngx_http_hookstream_publish_handler(ngx_http_request_t *r);
 static void ngx_http_hookstream_publish_body(ngx_http_request_t *r);
+static void ngx_http_hookstream_publish_synced(void *data);
 static const char *ngx_http_hookstream_publish_one(ngx_http_request_t *r,
     ngx_str_t *line);
 
@@ -1139,12 +1148,13 @@ ngx_http_hookstream_publish_handler(ngx_http_request_t *r)
 static void
 ngx_http_hookstream_publish_body(ngx_http_request_t *r)
 {
-    u_char       *p, *last, *start, *eol;
-    size_t        len;
-    ngx_str_t     body, line, out;
-    ngx_uint_t    n, published, nerr;
-    const char   *err;
-    u_char       *errs, *e;
+    u_char                                *p, *last, *start, *eol;
+    size_t                                 len;
+    ngx_str_t                              body, line, out;
+    ngx_uint_t                             n, published, nerr, status;
+    const char                            *err;
+    u_char                                *errs, *e;
+    ngx_http_hookstream_publish_answer_t  *pa;
 
     if (ngx_http_hookstream_read_body(r, &body) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -1235,10 +1245,52 @@ ngx_http_hookstream_publish_body(ngx_http_request_t *r)
                           published, (size_t) (e - errs), errs)
               - out.data;
 
+    status = (published || nerr == 0) ? NGX_HTTP_OK : NGX_HTTP_BAD_REQUEST;
+
+    if (published) {
+        /*
+         * Through Redis: the answer waits until Redis has the messages,
+         * so that a publisher's next request comes after them.
+         */
+
+        pa = ngx_palloc(r->pool, sizeof(ngx_http_hookstream_publish_answer_t));
+        if (pa == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        pa->request = r;
+        pa->status = status;
+        pa->body = out;
+
+        if (ngx_hookstream_redis_sync(ngx_http_hookstream_publish_synced, pa,
+                                      r->connection->log)
+            == NGX_OK)
+        {
+            return;
+        }
+    }
+
     ngx_http_finalize_request(r,
-        ngx_http_hookstream_send_json(r,
-            (published || nerr == 0) ? NGX_HTTP_OK : NGX_HTTP_BAD_REQUEST,
-            &out));
+                              ngx_http_hookstream_send_json(r, status, &out));
+}
+
+
+static void
+ngx_http_hookstream_publish_synced(void *data)
+{
+    ngx_http_hookstream_publish_answer_t *pa = data;
+
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = pa->request;
+    c = r->connection;
+
+    ngx_http_finalize_request(r,
+        ngx_http_hookstream_send_json(r, pa->status, &pa->body));
+
+    ngx_http_run_posted_requests(c);
 }
 
 

@@ -98,14 +98,7 @@ struct ngx_hookstream_redis_read_s {
 
 
 /* a publish: kept until answered, for EVAL after a NOSCRIPT */
-#define NGX_HOOKSTREAM_REDIS_PUB_ARGS  11
-
-typedef struct {
-    const char                     *argv[NGX_HOOKSTREAM_REDIS_PUB_ARGS];
-    size_t                          lens[NGX_HOOKSTREAM_REDIS_PUB_ARGS];
-    ngx_log_t                      *log;
-    ngx_uint_t                      retried;
-} ngx_hookstream_redis_pub_t;
+#define NGX_HOOKSTREAM_REDIS_PUB_ARGS  14
 
 
 typedef struct {
@@ -113,6 +106,23 @@ typedef struct {
     ngx_int_t                       rc;
     ngx_uint_t                      wait;     /* a WAIT follows */
 } ngx_hookstream_redis_append_t;
+
+
+/* a run of the script: kept until answered, for EVAL after a NOSCRIPT */
+typedef struct {
+    ngx_uint_t                      argc;
+    const char                     *argv[NGX_HOOKSTREAM_REDIS_PUB_ARGS];
+    size_t                          lens[NGX_HOOKSTREAM_REDIS_PUB_ARGS];
+    ngx_log_t                      *log;
+    ngx_hookstream_redis_append_t  *append;   /* with a journal record */
+    ngx_uint_t                      retried;
+} ngx_hookstream_redis_pub_t;
+
+
+typedef struct {
+    ngx_hookstream_redis_sync_pt    handler;
+    void                           *data;
+} ngx_hookstream_redis_sync_t;
 
 
 static void ngx_hookstream_redis_connect(ngx_hookstream_redis_conn_t *rc);
@@ -137,7 +147,12 @@ static void ngx_hookstream_redis_script_loaded(redisAsyncContext *ac,
 static void ngx_hookstream_redis_error(ngx_hookstream_redis_t *rd,
     ngx_uint_t level, const char *what, const char *err, size_t len);
 
+static ngx_int_t ngx_hookstream_redis_eval(ngx_hookstream_redis_t *rd,
+    ngx_hookstream_pub_t *pub, ngx_uint_t count, ngx_str_t *record,
+    u_char *event_id, ngx_hookstream_redis_append_t *append, ngx_log_t *log);
 static void ngx_hookstream_redis_published(redisAsyncContext *ac, void *r,
+    void *data);
+static void ngx_hookstream_redis_synced(redisAsyncContext *ac, void *r,
     void *data);
 static void ngx_hookstream_redis_message(redisAsyncContext *ac, void *r,
     void *data);
@@ -177,10 +192,15 @@ static void ngx_hookstream_redis_append_done(
  * XADD and PUBLISH in one step: no host can see a message that is not
  * in the stream, and the channel's order is the stream's order.  The
  * channel's message: topic, id, type, channel, key, each ended by a
- * line feed (none of them can hold one), then the data.
+ * line feed (none of them can hold one), then the data.  With a second
+ * key, an event's record is added to the journal's stream first, so an
+ * event is stored and published together or not at all.
  */
 
 static char  ngx_hookstream_redis_script[] =
+    "if #KEYS == 2 then\n"
+    "  redis.call('XADD', KEYS[2], '*', 'id', ARGV[8], 'record', ARGV[9])\n"
+    "end\n"
     "local id\n"
     "if ARGV[1] ~= '0' then\n"
     "  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',\n"
@@ -923,13 +943,7 @@ ngx_int_t
 ngx_hookstream_redis_publish(ngx_hookstream_pub_t *pub, ngx_uint_t count,
     ngx_log_t *log)
 {
-    u_char                      *p;
-    size_t                       size;
-    ngx_str_t                    data;
-    ngx_uint_t                   i;
-    ngx_hookstream_redis_t      *rd;
-    ngx_hookstream_redis_pub_t  *rp;
-    ngx_str_t                    args[NGX_HOOKSTREAM_REDIS_PUB_ARGS];
+    ngx_hookstream_redis_t  *rd;
 
     if (!ngx_hookstream_redis_topic(&pub->topic)) {
         return NGX_DECLINED;
@@ -937,10 +951,35 @@ ngx_hookstream_redis_publish(ngx_hookstream_pub_t *pub, ngx_uint_t count,
 
     rd = ngx_hookstream_redis;
 
-    if (!rd->cmd.ready) {
+    if (!rd->cmd.ready
+        || ngx_hookstream_redis_eval(rd, pub, count, NULL, NULL, NULL, log)
+           != NGX_OK)
+    {
         ngx_hookstream_stat_add(rd->sh, redis_local, 1);
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * EVALSHA of the script: the message to its org's stream and out to the
+ * hosts, after the event's record to the journal's stream when there is
+ * one.  Every argument is copied: after a NOSCRIPT they are sent again.
+ */
+
+static ngx_int_t
+ngx_hookstream_redis_eval(ngx_hookstream_redis_t *rd,
+    ngx_hookstream_pub_t *pub, ngx_uint_t count, ngx_str_t *record,
+    u_char *event_id, ngx_hookstream_redis_append_t *append, ngx_log_t *log)
+{
+    u_char                      *p;
+    size_t                       size;
+    ngx_str_t                    data;
+    ngx_uint_t                   i, argc;
+    ngx_hookstream_redis_pub_t  *rp;
+    ngx_str_t                    args[NGX_HOOKSTREAM_REDIS_PUB_ARGS];
 
     if (ngx_strlchr(pub->type.data, pub->type.data + pub->type.len, '\n')
         || ngx_strlchr(pub->channel.data,
@@ -959,21 +998,38 @@ ngx_hookstream_redis_publish(ngx_hookstream_pub_t *pub, ngx_uint_t count,
         ngx_str_set(&data, "null");
     }
 
-    /* copies: the same arguments go again as EVAL after a NOSCRIPT */
+    /*
+     * EVALSHA sha numkeys stream [journal] count type channel key data
+     * bus topic [event_id record]
+     */
 
-    args[3].len = rd->conf->prefix.len + sizeof("stream:") - 1
-                  + pub->topic.len;
-    args[4].len = NGX_INT_T_LEN;
-    args[5] = pub->type;
-    args[6] = pub->channel;
-    args[7] = pub->key;
-    args[8] = data;
-    args[9] = rd->bus;
-    args[10] = pub->topic;
+    argc = record ? 14 : 11;
+    i = 3;
+
+    args[i++].len = rd->conf->prefix.len + sizeof("stream:") - 1
+                    + pub->topic.len;
+
+    if (record) {
+        args[i++] = rd->conf->journal;
+    }
+
+    args[i++].len = NGX_INT_T_LEN;
+    args[i++] = pub->type;
+    args[i++] = pub->channel;
+    args[i++] = pub->key;
+    args[i++] = data;
+    args[i++] = rd->bus;
+    args[i++] = pub->topic;
+
+    if (record) {
+        args[i].data = event_id;
+        args[i++].len = NGX_HOOKSTREAM_EVENT_ID_LEN;
+        args[i++] = *record;
+    }
 
     size = sizeof(ngx_hookstream_redis_pub_t);
 
-    for (i = 3; i < NGX_HOOKSTREAM_REDIS_PUB_ARGS; i++) {
+    for (i = 3; i < argc; i++) {
         size += args[i].len;
     }
 
@@ -982,27 +1038,38 @@ ngx_hookstream_redis_publish(ngx_hookstream_pub_t *pub, ngx_uint_t count,
         return NGX_ERROR;
     }
 
+    rp->argc = argc;
     rp->log = rd->log;
+    rp->append = append;
     rp->retried = 0;
 
     p = (u_char *) rp + sizeof(ngx_hookstream_redis_pub_t);
+
+    rp->argv[2] = record ? "2" : "1";
+    rp->lens[2] = 1;
 
     rp->argv[3] = (char *) p;
     p = ngx_sprintf(p, "%Vstream:%V", &rd->conf->prefix, &pub->topic);
     rp->lens[3] = p - (u_char *) rp->argv[3];
 
-    rp->argv[4] = (char *) p;
-    p = ngx_sprintf(p, "%ui", count);
-    rp->lens[4] = p - (u_char *) rp->argv[4];
+    i = 4;
 
-    for (i = 5; i < NGX_HOOKSTREAM_REDIS_PUB_ARGS; i++) {
+    if (record) {
+        rp->argv[i] = (char *) p;
+        rp->lens[i] = args[i].len;
+        p = ngx_cpymem(p, args[i].data, args[i].len);
+        i++;
+    }
+
+    rp->argv[i] = (char *) p;
+    p = ngx_sprintf(p, "%ui", count);
+    rp->lens[i] = p - (u_char *) rp->argv[i];
+
+    for (i++; i < argc; i++) {
         rp->argv[i] = (char *) p;
         rp->lens[i] = args[i].len;
         p = ngx_cpymem(p, args[i].data, args[i].len);
     }
-
-    rp->argv[2] = "1";
-    rp->lens[2] = 1;
 
     if (rd->sha[0]) {
         rp->argv[0] = "EVALSHA";
@@ -1018,12 +1085,10 @@ ngx_hookstream_redis_publish(ngx_hookstream_pub_t *pub, ngx_uint_t count,
     }
 
     if (redisAsyncCommandArgv(rd->cmd.ac, ngx_hookstream_redis_published, rp,
-                              NGX_HOOKSTREAM_REDIS_PUB_ARGS, rp->argv,
-                              rp->lens)
+                              (int) argc, rp->argv, rp->lens)
         != REDIS_OK)
     {
         ngx_free(rp);
-        ngx_hookstream_stat_add(rd->sh, redis_local, 1);
         return NGX_ERROR;
     }
 
@@ -1034,23 +1099,15 @@ ngx_hookstream_redis_publish(ngx_hookstream_pub_t *pub, ngx_uint_t count,
 static void
 ngx_hookstream_redis_published(redisAsyncContext *ac, void *r, void *data)
 {
-    redisReply                  *reply = r;
-    ngx_hookstream_redis_t      *rd;
-    ngx_hookstream_redis_pub_t  *rp = data;
+    redisReply                     *reply = r;
+    ngx_hookstream_redis_t         *rd;
+    ngx_hookstream_redis_pub_t     *rp = data;
+    ngx_hookstream_redis_append_t  *a;
 
     rd = ngx_hookstream_redis;
+    a = rp->append;
 
-    if (reply == NULL) {
-        /* the connection went: Redis may or may not have run it */
-        ngx_log_error(NGX_LOG_WARN, rp->log, 0,
-                      "hookstream redis: a message to \"%*s\" may be lost: "
-                      "the connection closed before the answer",
-                      rp->lens[10], rp->argv[10]);
-        ngx_free(rp);
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR && rd && !rp->retried
+    if (reply && reply->type == REDIS_REPLY_ERROR && rd && !rp->retried
         && reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
     {
         rp->retried = 1;
@@ -1060,15 +1117,28 @@ ngx_hookstream_redis_published(redisAsyncContext *ac, void *r, void *data)
         rp->lens[1] = sizeof(ngx_hookstream_redis_script) - 1;
 
         if (redisAsyncCommandArgv(ac, ngx_hookstream_redis_published, rp,
-                                  NGX_HOOKSTREAM_REDIS_PUB_ARGS, rp->argv,
-                                  rp->lens)
+                                  (int) rp->argc, rp->argv, rp->lens)
             == REDIS_OK)
         {
             return;
         }
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
+    if (a) {
+        /* the journal's answer: settled here or by the WAIT */
+        ngx_free(rp);
+        ngx_hookstream_redis_appended(ac, r, a);
+        return;
+    }
+
+    if (reply == NULL) {
+        /* the connection went: Redis may or may not have run it */
+        ngx_log_error(NGX_LOG_WARN, rp->log, 0,
+                      "hookstream redis: a message to \"%*s\" may be lost: "
+                      "the connection closed before the answer",
+                      rp->lens[10], rp->argv[10]);
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
         if (rd) {
             ngx_hookstream_redis_error(rd, NGX_LOG_ERR, "publish",
                                        reply->str, reply->len);
@@ -1079,6 +1149,62 @@ ngx_hookstream_redis_published(redisAsyncContext *ac, void *r, void *data)
     }
 
     ngx_free(rp);
+}
+
+
+/*
+ * Calls handler(data) once Redis answered every command this worker sent
+ * before: replies on one connection come in order.  NGX_DECLINED: no
+ * Redis connection, nothing to wait for.
+ */
+
+ngx_int_t
+ngx_hookstream_redis_sync(ngx_hookstream_redis_sync_pt handler, void *data,
+    ngx_log_t *log)
+{
+    ngx_hookstream_redis_t       *rd;
+    ngx_hookstream_redis_sync_t  *sy;
+
+    rd = ngx_hookstream_redis;
+
+    if (rd == NULL || !rd->cmd.ready) {
+        return NGX_DECLINED;
+    }
+
+    sy = ngx_alloc(sizeof(ngx_hookstream_redis_sync_t), log);
+    if (sy == NULL) {
+        return NGX_DECLINED;
+    }
+
+    sy->handler = handler;
+    sy->data = data;
+
+    if (redisAsyncCommand(rd->cmd.ac, ngx_hookstream_redis_synced, sy,
+                          "PING")
+        != REDIS_OK)
+    {
+        ngx_free(sy);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_hookstream_redis_synced(redisAsyncContext *ac, void *r, void *data)
+{
+    ngx_hookstream_redis_sync_t  *sy = data;
+
+    ngx_hookstream_redis_sync_pt   handler;
+    void                          *d;
+
+    handler = sy->handler;
+    d = sy->data;
+
+    ngx_free(sy);
+
+    handler(d);
 }
 
 
@@ -1963,6 +2089,7 @@ ngx_hookstream_redis_deliver(ngx_hookstream_sub_t *sub,
 
 ngx_int_t
 ngx_hookstream_redis_append(ngx_str_t *record, u_char *event_id,
+    ngx_hookstream_pub_t *pub, ngx_uint_t count,
     ngx_hookstream_journal_req_t *req, ngx_log_t *log)
 {
     u_char                          n[NGX_INT_T_LEN], t[NGX_INT_T_LEN];
@@ -1997,27 +2124,40 @@ ngx_hookstream_redis_append(ngx_str_t *record, u_char *event_id,
     a->rc = NGX_ERROR;
     a->wait = 0;
 
-    argv[0] = "XADD";
-    lens[0] = 4;
-    argv[1] = (char *) rcf->journal.data;
-    lens[1] = rcf->journal.len;
-    argv[2] = "*";
-    lens[2] = 1;
-    argv[3] = "id";
-    lens[3] = 2;
-    argv[4] = (char *) event_id;
-    lens[4] = NGX_HOOKSTREAM_EVENT_ID_LEN;
-    argv[5] = "record";
-    lens[5] = 6;
-    argv[6] = (char *) record->data;
-    lens[6] = record->len;
+    if (pub && ngx_hookstream_redis_topic(&pub->topic)) {
+        /* stored and published in one step */
 
-    if (redisAsyncCommandArgv(rd->cmd.ac, ngx_hookstream_redis_appended, a,
-                              7, argv, lens)
-        != REDIS_OK)
-    {
-        ngx_free(a);
-        return NGX_ERROR;
+        if (ngx_hookstream_redis_eval(rd, pub, count, record, event_id, a,
+                                      log)
+            != NGX_OK)
+        {
+            ngx_free(a);
+            return NGX_ERROR;
+        }
+
+    } else {
+        argv[0] = "XADD";
+        lens[0] = 4;
+        argv[1] = (char *) rcf->journal.data;
+        lens[1] = rcf->journal.len;
+        argv[2] = "*";
+        lens[2] = 1;
+        argv[3] = "id";
+        lens[3] = 2;
+        argv[4] = (char *) event_id;
+        lens[4] = NGX_HOOKSTREAM_EVENT_ID_LEN;
+        argv[5] = "record";
+        lens[5] = 6;
+        argv[6] = (char *) record->data;
+        lens[6] = record->len;
+
+        if (redisAsyncCommandArgv(rd->cmd.ac, ngx_hookstream_redis_appended,
+                                  a, 7, argv, lens)
+            != REDIS_OK)
+        {
+            ngx_free(a);
+            return NGX_ERROR;
+        }
     }
 
     if (rcf->journal_wait) {
@@ -2051,8 +2191,12 @@ ngx_hookstream_redis_appended(redisAsyncContext *ac, void *r, void *data)
     if (reply && reply->type == REDIS_REPLY_STRING) {
         a->rc = NGX_OK;
 
+        if (rd) {
+            ngx_hookstream_stat_add(rd->sh, redis_published, 1);
+        }
+
     } else if (reply && reply->type == REDIS_REPLY_ERROR && rd) {
-        ngx_hookstream_redis_error(rd, NGX_LOG_ERR, "XADD", reply->str,
+        ngx_hookstream_redis_error(rd, NGX_LOG_ERR, "journal", reply->str,
                                    reply->len);
     }
 

@@ -79,11 +79,24 @@ void ngx_hookstream_redis_forget(ngx_hookstream_sub_t *sub);
 
 /*
  * The journal on Redis: XADD of the record, then req->handler with
- * req->rc once Redis answered (and, with wait=N, N replicas did).
+ * req->rc once Redis answered (and, with wait=N, N replicas did).  With
+ * pub, an org's message, the record is stored and the message published
+ * by one script: both or neither.
  * NGX_ERROR: not connected, refused now (the handler is not called).
  */
 ngx_int_t ngx_hookstream_redis_append(ngx_str_t *record, u_char *event_id,
+    ngx_hookstream_pub_t *pub, ngx_uint_t count,
     ngx_hookstream_journal_req_t *req, ngx_log_t *log);
+
+/*
+ * handler(data) runs once Redis answered what this worker sent before
+ * (so a reply to a client can follow its publishes in Redis's order).
+ * NGX_DECLINED: nothing to wait for, the handler is not called.
+ */
+typedef void (*ngx_hookstream_redis_sync_pt)(void *data);
+
+ngx_int_t ngx_hookstream_redis_sync(ngx_hookstream_redis_sync_pt handler,
+    void *data, ngx_log_t *log);
 
 /* the health of this host's connections, for the status endpoint */
 typedef struct {
