@@ -1898,6 +1898,10 @@ ngx_hookstream_redis_read_done(redisAsyncContext *ac, void *r, void *data)
 
     rc = ngx_hookstream_broker_catch_up(rd->sh, sub, rr->gen);
 
+    if (rc == NGX_ERROR) {
+        goto reset;
+    }
+
     if (rc == NGX_AGAIN) {
         /* the ring may have missed some after what Redis gave: again */
         rr->from = sub->rid;
