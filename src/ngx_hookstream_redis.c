@@ -805,9 +805,16 @@ ngx_hookstream_redis_cleanup(void *data)
                                         -1);
         }
 
-        /* until subscribed again and the gap read, this host may miss
-         * messages */
-        ngx_hookstream_broker_redis_live(rd->sh, NULL, 0);
+        /*
+         * Until subscribed again and the gap read, this host may miss
+         * messages.  Not said by a worker that exits: during a reload
+         * the new worker of slot 0 is subscribed already.
+         */
+
+        if (!rd->exiting) {
+            ngx_hookstream_broker_redis_live(rd->sh, NULL, 0);
+        }
+
         ngx_hookstream_redis_drop_held(rd);
         rd->recovering = 0;
         rd->round++;

@@ -489,7 +489,61 @@ ok $rec > 0, "$rec read back from the streams";
 stop_instance($b);
 
 
-=== TEST 4: the pipeline: N acked events are N entries, read back by a consumer group
+=== TEST 4: a reload of one host while messages flow: every message once, resumed by cursor
+--- http_config
+hookstream_zone hookstream 8m;
+hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
+hookstream_redis redis://127.0.0.1:$TEST_NGINX_REDIS_PORT prefix=t70:;
+--- config
+location = /v1/ws { hookstream_stream; }
+location = /internal/publish { hookstream_publish; }
+location = /internal/status { hookstream_status; }
+--- user_files eval
+">>> directory.json\n$ENV{TEST_NGINX_DIRECTORY_JSON}"
+--- ws
+my $a = server_port();
+my $b = start_instance('b') or die "instance b did not start\n";
+my $bp = $b->{port};
+
+ok wait_redis_up($a), "host A up";
+ok wait_redis_up($bp), "host B up";
+
+my ($da) = dashboard($a);
+my ($db) = dashboard($bp);
+
+my $n = 0;
+my $pub = sub {
+    my $r = http_post('/internal/publish',
+        encode_json({ org_id => $main::org, type => 'delivery',
+                      channel => 'deliveries', data => { n => ++$n } }),
+        port => $bp);
+    return $r->json && $r->json->{published} == 1;
+};
+
+$pub->() for 1 .. 20;
+my @a1 = collect($da, 20, 5);
+is scalar(@a1), 20, "A: 20 before the reload";
+
+# A reloads: its old workers close the dashboard (1001); it comes back
+# with its last cursor while B goes on publishing
+ok reload_nginx(), "A reloaded";
+$pub->() for 1 .. 20;
+
+my @more = collect($da, 100, 2);
+my ($code) = $da->recv_close(2);
+my ($dr) = dashboard($a, (@more ? $more[-1] : $a1[-1])->{cursor});
+$pub->() for 1 .. 20;
+
+my @a2 = (@a1, @more, collect($dr, 100, 3));
+is_deeply [map { $_->{data}{n} } @a2], [1 .. $n],
+          "A: all $n across the reload, once, in order";
+is_deeply [map { $_->{data}{n} } collect($db, 100, 3)], [1 .. $n],
+          "B: all $n";
+
+stop_instance($b);
+
+
+=== TEST 5: the pipeline: N acked events are N entries, read back by a consumer group
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
@@ -543,7 +597,7 @@ is main::redis('XACK', 't70:pipeline', 'delivery', map { $_->[0] } @entries),
    $total + 1, "XACK";
 
 
-=== TEST 5: status: Redis health as JSON and Prometheus text
+=== TEST 6: status: Redis health as JSON and Prometheus text
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_redis redis://127.0.0.1:$TEST_NGINX_REDIS_PORT prefix=t70:;
@@ -562,7 +616,7 @@ like $t, qr/^hookstream_redis_subscribed 1$/m, "prometheus: subscribed";
 like $t, qr/^hookstream_redis_errors_total \d+$/m, "prometheus: errors";
 
 
-=== TEST 6: single-host mode: no redis in the status
+=== TEST 7: single-host mode: no redis in the status
 --- http_config
 hookstream_zone hookstream 8m;
 --- config
@@ -573,7 +627,7 @@ GET /internal/status
 { redis => undef }
 
 
-=== TEST 7: nginx -t: a URL that is not one
+=== TEST 8: nginx -t: a URL that is not one
 --- http_config
 hookstream_redis http://127.0.0.1:6379;
 --- must_die
@@ -581,7 +635,7 @@ hookstream_redis http://127.0.0.1:6379;
 invalid Redis URL "http://127.0.0.1:6379"
 
 
-=== TEST 8: nginx -t: a db that is not a number
+=== TEST 9: nginx -t: a db that is not a number
 --- http_config
 hookstream_redis redis://127.0.0.1:6379/x;
 --- must_die
@@ -589,7 +643,7 @@ hookstream_redis redis://127.0.0.1:6379/x;
 invalid Redis URL "redis://127.0.0.1:6379/x"
 
 
-=== TEST 9: nginx -t: the Redis journal without hookstream_redis
+=== TEST 10: nginx -t: the Redis journal without hookstream_redis
 --- http_config
 hookstream_journal redis:events;
 --- must_die
@@ -597,7 +651,7 @@ hookstream_journal redis:events;
 "hookstream_journal redis:..." needs "hookstream_redis"
 
 
-=== TEST 10: nginx -t: an unknown parameter
+=== TEST 11: nginx -t: an unknown parameter
 --- http_config
 hookstream_redis unix:///run/redis.sock?db=2 timeout=1;
 --- must_die
