@@ -140,6 +140,7 @@ static void ngx_hookstream_redis_on_connect(const redisAsyncContext *ac,
     int status);
 static void ngx_hookstream_redis_on_disconnect(const redisAsyncContext *ac,
     int status);
+static void ngx_hookstream_redis_up(ngx_hookstream_redis_conn_t *rc);
 static void ngx_hookstream_redis_check_reply(redisAsyncContext *ac,
     void *r, void *data);
 static void ngx_hookstream_redis_script_loaded(redisAsyncContext *ac,
@@ -837,6 +838,25 @@ ngx_hookstream_redis_on_connect(const redisAsyncContext *ac, int status)
         return;
     }
 
+    /* up once AUTH and SELECT went through: see ngx_hookstream_redis_up */
+
+    ngx_log_debug1(NGX_LOG_DEBUG_CORE, rc->rd->log, 0,
+                   "hookstream redis %s connected", rc->name);
+}
+
+
+/*
+ * The last command queued at connect answered well (SCRIPT LOAD, or
+ * the SUBSCRIBE), so AUTH and SELECT did too: the connection is up.
+ */
+
+static void
+ngx_hookstream_redis_up(ngx_hookstream_redis_conn_t *rc)
+{
+    if (rc->ready) {
+        return;
+    }
+
     if (rc->timeout.timer_set) {
         ngx_del_timer(&rc->timeout);
     }
@@ -906,11 +926,16 @@ ngx_hookstream_redis_script_loaded(redisAsyncContext *ac, void *r,
         ngx_hookstream_redis_error(rd, NGX_LOG_ERR, "SCRIPT LOAD",
                                    reply->str ? reply->str : "bad reply",
                                    reply->str ? reply->len : 9);
+
+        /* not up without its script: tried again */
+        redisAsyncDisconnect(ac);
         return;
     }
 
     ngx_memcpy(rd->sha, reply->str, 40);
     rd->sha[40] = '\0';
+
+    ngx_hookstream_redis_up(&rd->cmd);
 }
 
 
@@ -1247,6 +1272,8 @@ ngx_hookstream_redis_message(redisAsyncContext *ac, void *r, void *data)
     }
 
     if (kind->len == 9 && ngx_strncmp(kind->str, "subscribe", 9) == 0) {
+        ngx_hookstream_redis_up(&rd->sub);
+
         if (!rd->subscribed) {
             rd->subscribed = 1;
             (void) ngx_atomic_fetch_add(&rd->sh->stats->redis_subscribed,

@@ -13,7 +13,8 @@
 use Test::Hookstream;
 use IO::Socket::INET;
 
-my $REDIS_SERVER = $ENV{REDIS_SERVER} // '/usr/bin/redis-server';
+use vars qw($REDIS_SERVER);
+$REDIS_SERVER = $ENV{REDIS_SERVER} // '/usr/bin/redis-server';
 
 if (!-x $REDIS_SERVER) {
     Test::More::plan(tests => 1);
@@ -543,7 +544,67 @@ is_deeply [map { $_->{data}{n} } collect($db, 100, 3)], [1 .. $n],
 stop_instance($b);
 
 
-=== TEST 5: the pipeline: N acked events are N entries, read back by a consumer group
+=== TEST 5: a password, a db, a unix socket; a wrong password is an error in the status
+--- http_config
+hookstream_zone hookstream 8m;
+hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
+hookstream_redis unix://$TEST_NGINX_SERVER_ROOT/redis2.sock?db=3&password=s3cret prefix=t70:;
+--- config
+location = /v1/ws { hookstream_stream; }
+location = /internal/publish { hookstream_publish; }
+location = /internal/status { hookstream_status; }
+--- user_files eval
+">>> directory.json\n$ENV{TEST_NGINX_DIRECTORY_JSON}"
+--- allow_error_log
+hookstream redis
+--- ws
+my $port2 = free_port();
+my $sock = servroot() . '/redis2.sock';
+my $pid = start_process([$main::REDIS_SERVER, '--port', $port2,
+                         '--bind', '127.0.0.1', '--unixsocket', $sock,
+                         '--requirepass', 's3cret', '--save', '',
+                         '--appendonly', 'no'],
+                        wait_port => $port2, timeout => 10,
+                        log => servroot() . '/logs/redis2.log')
+    or die "redis-server 2 did not start\n";
+
+my $cf = "hookstream_zone hookstream 8m;\n"
+         . "hookstream_directory " . data_dir() . "/directory.json;\n"
+         . "hookstream_redis redis://:s3cret\@127.0.0.1:$port2/3 "
+         . "prefix=t70:;\n";
+my $b = start_instance('b', http_config => $cf)
+    or die "instance b did not start\n";
+my $w = start_instance('w', http_config => $cf =~ s/s3cret/wrong/r)
+    or die "instance w did not start\n";
+
+ok wait_redis_up(server_port()), "A up over the unix socket";
+ok wait_redis_up($b->{port}), "B up over TCP with a password";
+
+my ($db) = dashboard($b->{port});
+my $r = http_post('/internal/publish',
+    encode_json({ org_id => $main::org, type => 'delivery',
+                  channel => 'deliveries', data => { n => 7 } }));
+is $r->json->{published}, 1, "published on A";
+my @got = collect($db, 1, 5);
+is $got[0]{data}{n}, 7, "B has it";
+
+my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port2)
+    or die "redis 2: $!\n";
+print {$s} "AUTH s3cret\r\nSELECT 3\r\nXLEN t70:stream:$main::org\r\n";
+my @l = map { scalar <$s> } 1 .. 3;
+is $l[2], ":1\r\n", "the message is in db 3";
+
+ok wait_until(sub {
+    my $e = status($w->{port})->{redis}{last_error} // '';
+    return $e =~ /AUTH/;
+}, 10, 0.1), "a wrong password: an AUTH error in the status";
+is status($w->{port})->{redis}{connected} // -1, 0, "and nothing connected";
+
+stop_instance($_) for $b, $w;
+stop_process($pid);
+
+
+=== TEST 6: the pipeline: N acked events are N entries, read back by a consumer group
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
@@ -597,7 +658,7 @@ is main::redis('XACK', 't70:pipeline', 'delivery', map { $_->[0] } @entries),
    $total + 1, "XACK";
 
 
-=== TEST 6: status: Redis health as JSON and Prometheus text
+=== TEST 7: status: Redis health as JSON and Prometheus text
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_redis redis://127.0.0.1:$TEST_NGINX_REDIS_PORT prefix=t70:;
@@ -616,7 +677,7 @@ like $t, qr/^hookstream_redis_subscribed 1$/m, "prometheus: subscribed";
 like $t, qr/^hookstream_redis_errors_total \d+$/m, "prometheus: errors";
 
 
-=== TEST 7: single-host mode: no redis in the status
+=== TEST 8: single-host mode: no redis in the status
 --- http_config
 hookstream_zone hookstream 8m;
 --- config
@@ -627,7 +688,7 @@ GET /internal/status
 { redis => undef }
 
 
-=== TEST 8: nginx -t: a URL that is not one
+=== TEST 9: nginx -t: a URL that is not one
 --- http_config
 hookstream_redis http://127.0.0.1:6379;
 --- must_die
@@ -635,7 +696,7 @@ hookstream_redis http://127.0.0.1:6379;
 invalid Redis URL "http://127.0.0.1:6379"
 
 
-=== TEST 9: nginx -t: a db that is not a number
+=== TEST 10: nginx -t: a db that is not a number
 --- http_config
 hookstream_redis redis://127.0.0.1:6379/x;
 --- must_die
@@ -643,7 +704,7 @@ hookstream_redis redis://127.0.0.1:6379/x;
 invalid Redis URL "redis://127.0.0.1:6379/x"
 
 
-=== TEST 10: nginx -t: the Redis journal without hookstream_redis
+=== TEST 11: nginx -t: the Redis journal without hookstream_redis
 --- http_config
 hookstream_journal redis:events;
 --- must_die
@@ -651,7 +712,7 @@ hookstream_journal redis:events;
 "hookstream_journal redis:..." needs "hookstream_redis"
 
 
-=== TEST 11: nginx -t: an unknown parameter
+=== TEST 12: nginx -t: an unknown parameter
 --- http_config
 hookstream_redis unix:///run/redis.sock?db=2 timeout=1;
 --- must_die
