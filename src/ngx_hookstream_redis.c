@@ -151,6 +151,7 @@ static void ngx_hookstream_redis_error(ngx_hookstream_redis_t *rd,
 static ngx_int_t ngx_hookstream_redis_eval(ngx_hookstream_redis_t *rd,
     ngx_hookstream_pub_t *pub, ngx_uint_t count, ngx_str_t *record,
     u_char *event_id, ngx_hookstream_redis_append_t *append, ngx_log_t *log);
+static ngx_uint_t ngx_hookstream_redis_has_lf(ngx_str_t *s);
 static void ngx_hookstream_redis_published(redisAsyncContext *ac, void *r,
     void *data);
 static void ngx_hookstream_redis_synced(redisAsyncContext *ac, void *r,
@@ -1013,10 +1014,9 @@ ngx_hookstream_redis_eval(ngx_hookstream_redis_t *rd,
     ngx_hookstream_redis_pub_t  *rp;
     ngx_str_t                    args[NGX_HOOKSTREAM_REDIS_PUB_ARGS];
 
-    if (ngx_strlchr(pub->type.data, pub->type.data + pub->type.len, '\n')
-        || ngx_strlchr(pub->channel.data,
-                       pub->channel.data + pub->channel.len, '\n')
-        || ngx_strlchr(pub->key.data, pub->key.data + pub->key.len, '\n'))
+    if (ngx_hookstream_redis_has_lf(&pub->type)
+        || ngx_hookstream_redis_has_lf(&pub->channel)
+        || ngx_hookstream_redis_has_lf(&pub->key))
     {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "hookstream redis: a line feed in a type, channel "
@@ -1100,7 +1100,11 @@ ngx_hookstream_redis_eval(ngx_hookstream_redis_t *rd,
     for (i++; i < argc; i++) {
         rp->argv[i] = (char *) p;
         rp->lens[i] = args[i].len;
-        p = ngx_cpymem(p, args[i].data, args[i].len);
+
+        if (args[i].len) {
+            /* an empty key may have no data pointer at all */
+            p = ngx_cpymem(p, args[i].data, args[i].len);
+        }
     }
 
     if (rd->sha[0]) {
@@ -1125,6 +1129,15 @@ ngx_hookstream_redis_eval(ngx_hookstream_redis_t *rd,
     }
 
     return NGX_OK;
+}
+
+
+/* a line feed would break the channel's message apart */
+
+static ngx_uint_t
+ngx_hookstream_redis_has_lf(ngx_str_t *s)
+{
+    return s->len && ngx_strlchr(s->data, s->data + s->len, '\n') != NULL;
 }
 
 
@@ -1778,7 +1791,9 @@ ngx_hookstream_redis_resume(ngx_hookstream_sub_t *sub, ngx_str_t *topic,
     rr->channel.data = (u_char *) rr + sizeof(ngx_hookstream_redis_read_t)
                        + topic->len;
     rr->channel.len = channel.len;
-    ngx_memcpy(rr->channel.data, channel.data, channel.len);
+    if (channel.len) {
+        ngx_memcpy(rr->channel.data, channel.data, channel.len);
+    }
 
     rr->sub = sub;
     rr->from = *from;
@@ -1809,11 +1824,10 @@ ngx_hookstream_redis_resume(ngx_hookstream_sub_t *sub, ngx_str_t *topic,
 static ngx_int_t
 ngx_hookstream_redis_read(ngx_hookstream_redis_read_t *rr)
 {
-    u_char                  *p;
     redisAsyncContext       *ac;
     ngx_hookstream_redis_t  *rd;
-    u_char                   key[NGX_HOOKSTREAM_CURSOR_LEN + 512];
-    u_char                   start[NGX_HOOKSTREAM_CURSOR_LEN + 1];
+    u_char                   key[512];
+    u_char                   start[1 + NGX_HOOKSTREAM_CURSOR_LEN + 1];
 
     rd = ngx_hookstream_redis;
     ac = rd->cmd.ac;
@@ -1824,10 +1838,8 @@ ngx_hookstream_redis_read(ngx_hookstream_redis_read_t *rr)
 
     ngx_hookstream_broker_redis_state(rd->sh, NULL, &rr->gen, NULL);
 
-    p = ngx_sprintf(key, "%Vstream:%V%Z", &rd->conf->prefix, &rr->topic);
-    (void) p;
-
-    ngx_sprintf(start, "(%uL-%uL%Z", rr->from.ms, rr->from.seq);
+    (void) ngx_sprintf(key, "%Vstream:%V%Z", &rd->conf->prefix, &rr->topic);
+    (void) ngx_sprintf(start, "(%uL-%uL%Z", rr->from.ms, rr->from.seq);
 
     if (redisAsyncCommand(ac, NULL, NULL, "MULTI") != REDIS_OK
         || redisAsyncCommand(ac, NULL, NULL, "XRANGE %s %s +", key, start)

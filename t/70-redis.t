@@ -292,6 +292,13 @@ my ($f) = dashboard($bp, '99999999999999-0');
 my @fr = collect($f, 1, 5);
 is $fr[0]{type}, 'reset', "a cursor ahead of the stream: reset";
 
+for my $big ('18446744073709551615-18446744073709551615',
+             '18446744073709551616-0') {
+    my ($h) = dashboard($bp, $big);
+    my @hr = collect($h, 1, 5);
+    is $hr[0]{type}, 'reset', "cursor $big: reset";
+}
+
 my ($g) = dashboard($a, '3fa2c81d09be-12');
 my @gr = collect($g, 1, 5);
 is $gr[0]{type}, 'reset', "a cursor of a zone: reset";
