@@ -46,6 +46,7 @@ typedef struct {
     unsigned                        ready:1;
     unsigned                        subscriber:1;
     unsigned                        tried:1;
+    unsigned                        failing:1;
 } ngx_hookstream_redis_conn_t;
 
 
@@ -147,6 +148,8 @@ static void ngx_hookstream_redis_script_loaded(redisAsyncContext *ac,
     void *r, void *data);
 static void ngx_hookstream_redis_error(ngx_hookstream_redis_t *rd,
     ngx_uint_t level, const char *what, const char *err, size_t len);
+static void ngx_hookstream_redis_conn_error(ngx_hookstream_redis_conn_t *rc,
+    const char *what, const char *err, size_t len);
 
 static ngx_int_t ngx_hookstream_redis_eval(ngx_hookstream_redis_t *rd,
     ngx_hookstream_pub_t *pub, ngx_uint_t count, ngx_str_t *record,
@@ -516,15 +519,14 @@ ngx_hookstream_redis_connect(ngx_hookstream_redis_conn_t *rc)
     }
 
     if (ac == NULL) {
-        ngx_hookstream_redis_error(rd, NGX_LOG_ERR, rc->name,
-                                   "out of memory", 13);
+        ngx_hookstream_redis_conn_error(rc, rc->name, "out of memory", 13);
         ngx_hookstream_redis_schedule(rc);
         return;
     }
 
     if (ac->err) {
-        ngx_hookstream_redis_error(rd, NGX_LOG_ERR, rc->name, ac->errstr,
-                                   ngx_strlen(ac->errstr));
+        ngx_hookstream_redis_conn_error(rc, rc->name, ac->errstr,
+                                        ngx_strlen(ac->errstr));
         redisAsyncFree(ac);
         ngx_hookstream_redis_schedule(rc);
         return;
@@ -676,8 +678,7 @@ ngx_hookstream_redis_timeout_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_hookstream_redis_error(rc->rd, NGX_LOG_ERR, rc->name,
-                               "connect timed out", 17);
+    ngx_hookstream_redis_conn_error(rc, rc->name, "connect timed out", 17);
 
     redisAsyncFree(rc->ac);
 }
@@ -834,8 +835,8 @@ ngx_hookstream_redis_on_connect(const redisAsyncContext *ac, int status)
     rc = ac->data;
 
     if (status != REDIS_OK) {
-        ngx_hookstream_redis_error(rc->rd, NGX_LOG_ERR, rc->name,
-                                   ac->errstr, ngx_strlen(ac->errstr));
+        ngx_hookstream_redis_conn_error(rc, rc->name, ac->errstr,
+                                        ngx_strlen(ac->errstr));
         return;
     }
 
@@ -863,6 +864,7 @@ ngx_hookstream_redis_up(ngx_hookstream_redis_conn_t *rc)
     }
 
     rc->ready = 1;
+    rc->failing = 0;
     rc->backoff = 0;
 
     (void) ngx_atomic_fetch_add(&rc->rd->sh->stats->redis_connected, 1);
@@ -885,8 +887,8 @@ ngx_hookstream_redis_on_disconnect(const redisAsyncContext *ac, int status)
     rc = ac->data;
 
     if (status != REDIS_OK && !rc->rd->exiting) {
-        ngx_hookstream_redis_error(rc->rd, NGX_LOG_ERR, rc->name,
-                                   ac->errstr, ngx_strlen(ac->errstr));
+        ngx_hookstream_redis_conn_error(rc, rc->name, ac->errstr,
+                                        ngx_strlen(ac->errstr));
     }
 }
 
@@ -905,8 +907,7 @@ ngx_hookstream_redis_check_reply(redisAsyncContext *ac, void *r, void *data)
         return;
     }
 
-    ngx_hookstream_redis_error(rc->rd, NGX_LOG_ERR, data, reply->str,
-                               reply->len);
+    ngx_hookstream_redis_conn_error(rc, data, reply->str, reply->len);
 
     redisAsyncDisconnect(ac);
 }
@@ -937,6 +938,22 @@ ngx_hookstream_redis_script_loaded(redisAsyncContext *ac, void *r,
     rd->sha[40] = '\0';
 
     ngx_hookstream_redis_up(&rd->cmd);
+}
+
+
+/*
+ * A connection's failure: an [error] the first time, [info] while the
+ * retries keep failing (the status counts them all).
+ */
+
+static void
+ngx_hookstream_redis_conn_error(ngx_hookstream_redis_conn_t *rc,
+    const char *what, const char *err, size_t len)
+{
+    ngx_hookstream_redis_error(rc->rd, rc->failing ? NGX_LOG_INFO
+                                                   : NGX_LOG_ERR,
+                               what, err, len);
+    rc->failing = 1;
 }
 
 
