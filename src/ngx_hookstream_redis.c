@@ -72,7 +72,10 @@ struct ngx_hookstream_redis_s {
     /* the subscriber's recovery after (re)subscribing */
     ngx_queue_t                     held;
     ngx_uint_t                      nheld;
-    ngx_uint_t                      recovering;   /* 1 wait, 2 reading */
+    ngx_uint_t                      recovering;   /* 1: waits for the
+                                                     command connection;
+                                                     2: TIME sent; 3: TIME
+                                                     and XREAD sent */
     ngx_uint_t                      overflow;
     uintptr_t                       round;
     ngx_hookstream_rid_t            floor;
@@ -98,7 +101,7 @@ struct ngx_hookstream_redis_read_s {
 };
 
 
-/* a publish: kept until answered, for EVAL after a NOSCRIPT */
+/* EVALSHA, its sha, numkeys, then the script's keys and arguments */
 #define NGX_HOOKSTREAM_REDIS_PUB_ARGS  14
 
 
@@ -396,6 +399,13 @@ ngx_hookstream_redis_init_process(ngx_cycle_t *cycle,
     ngx_hookstream_redis_conf_t *rcf, ngx_hookstream_shctx_t *sh)
 {
     ngx_hookstream_redis_t  *rd;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        /* the cache manager and loader have no use for Redis */
+        return NGX_OK;
+    }
 
     rd = ngx_pcalloc(cycle->pool, sizeof(ngx_hookstream_redis_t));
     if (rd == NULL) {

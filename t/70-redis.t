@@ -665,15 +665,17 @@ is main::redis('XACK', 't70:pipeline', 'delivery', map { $_->[0] } @entries),
    $total + 1, "XACK";
 
 
-=== TEST 7: status: Redis health as JSON and Prometheus text
+=== TEST 7: status: Redis health as JSON and Prometheus text; none from the cache manager
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_redis redis://127.0.0.1:$TEST_NGINX_REDIS_PORT prefix=t70:;
+proxy_cache_path $TEST_NGINX_SERVER_ROOT/cache keys_zone=c70:1m;
 --- config
 location = /internal/status { hookstream_status; }
 location = /v1/ws { hookstream_stream; }
 --- ws
 ok wait_redis_up(server_port()), "up";
+sleep 0.5;
 my $s = status(server_port())->{redis};
 is $s->{connected}, 3, "three connections: a command one per worker, a subscriber";
 is $s->{subscribed}, 1, "one subscriber";
