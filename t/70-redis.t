@@ -727,3 +727,15 @@ hookstream_redis unix:///run/redis.sock?db=2 timeout=1;
 --- must_die
 --- error_log
 invalid parameter "timeout=1"
+
+
+=== TEST 13: a user, a password, an IPv6 address, a db and the parameters parse
+--- http_config
+hookstream_zone hookstream 8m;
+hookstream_redis redis://u:p@[::1]:1/2 prefix=x: connect_timeout=2s;
+--- config
+location = /internal/status { hookstream_status; }
+--- request
+GET /internal/status
+--- response_json eval
+{ redis => { connected => 0, subscribed => 0 } }
