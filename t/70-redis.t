@@ -611,7 +611,61 @@ stop_instance($_) for $b, $w;
 stop_process($pid);
 
 
-=== TEST 6: the pipeline: N acked events are N entries, read back by a consumer group
+=== TEST 6: the file journal with Redis between hosts: acked events in ack order on both hosts
+--- http_config
+hookstream_zone hookstream 8m;
+hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
+hookstream_redis redis://127.0.0.1:$TEST_NGINX_REDIS_PORT prefix=t70:;
+hookstream_journal $TEST_NGINX_SERVER_ROOT/journal fsync=off;
+--- config
+location = /v1/ws { hookstream_stream; }
+location /v1/ws/source/ { hookstream_source; }
+location /v1/ingest/ { hookstream_ingest; }
+location = /internal/status { hookstream_status; }
+--- user_files eval
+">>> directory.json\n$ENV{TEST_NGINX_DIRECTORY_JSON}"
+--- ws
+my $a = server_port();
+my $cf = "hookstream_zone hookstream 8m;\n"
+         . "hookstream_directory " . data_dir() . "/directory.json;\n"
+         . "hookstream_redis redis://127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} "
+         . "prefix=t70:;\n";
+my $b = start_instance('b', http_config => $cf)
+    or die "instance b did not start\n";
+my $bp = $b->{port};
+
+ok wait_redis_up($a), "host A up";
+ok wait_redis_up($bp), "host B up";
+
+my ($da) = dashboard($a);
+my ($db) = dashboard($bp);
+
+# webhooks on A (file journal) and B (no journal), one after the other
+my @acked;
+for my $n (1 .. 30) {
+    my ($st, $j) = ingest($n % 2 ? $a : $bp, $n);
+    push @acked, $j->{event_id} if $st == 200;
+}
+is scalar(@acked), 30, "30 acked";
+
+# and the inbound socket on B: no journal, acks say so
+my $src = ws_connect("/v1/ws/source/$main::src?token=$main::key",
+                     port => $bp);
+$src->send_text('{"type":"w"}');
+my $ack = $src->recv_json(5);
+is $ack->{type}, 'ack', "ack on B";
+ok !$ack->{durable}, "not durable without a journal";
+push @acked, $ack->{event_id};
+
+for my $d ([$da, 'A'], [$db, 'B']) {
+    my @got = map { $_->{data}{id} } collect($d->[0], 31, 5);
+    is_deeply \@got, \@acked, "dashboard on $d->[1]: in the order of the acks";
+}
+
+stop_instance($b);
+
+
+=== TEST 7: the pipeline: N acked events are N entries, read back by a consumer group
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
@@ -665,7 +719,7 @@ is main::redis('XACK', 't70:pipeline', 'delivery', map { $_->[0] } @entries),
    $total + 1, "XACK";
 
 
-=== TEST 7: status: Redis health as JSON and Prometheus text; none from the cache manager
+=== TEST 8: status: Redis health as JSON and Prometheus text; none from the cache manager
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_redis redis://127.0.0.1:$TEST_NGINX_REDIS_PORT prefix=t70:;
@@ -686,7 +740,7 @@ like $t, qr/^hookstream_redis_subscribed 1$/m, "prometheus: subscribed";
 like $t, qr/^hookstream_redis_errors_total \d+$/m, "prometheus: errors";
 
 
-=== TEST 8: single-host mode: no redis in the status
+=== TEST 9: single-host mode: no redis in the status
 --- http_config
 hookstream_zone hookstream 8m;
 --- config
@@ -697,7 +751,7 @@ GET /internal/status
 { redis => undef }
 
 
-=== TEST 9: nginx -t: a URL that is not one
+=== TEST 10: nginx -t: a URL that is not one
 --- http_config
 hookstream_redis http://127.0.0.1:6379;
 --- must_die
@@ -705,7 +759,7 @@ hookstream_redis http://127.0.0.1:6379;
 invalid Redis URL "http://127.0.0.1:6379"
 
 
-=== TEST 10: nginx -t: a db that is not a number
+=== TEST 11: nginx -t: a db that is not a number
 --- http_config
 hookstream_redis redis://127.0.0.1:6379/x;
 --- must_die
@@ -713,7 +767,7 @@ hookstream_redis redis://127.0.0.1:6379/x;
 invalid Redis URL "redis://127.0.0.1:6379/x"
 
 
-=== TEST 11: nginx -t: the Redis journal without hookstream_redis
+=== TEST 12: nginx -t: the Redis journal without hookstream_redis
 --- http_config
 hookstream_journal redis:events;
 --- must_die
@@ -721,7 +775,7 @@ hookstream_journal redis:events;
 "hookstream_journal redis:..." needs "hookstream_redis"
 
 
-=== TEST 12: nginx -t: an unknown parameter
+=== TEST 13: nginx -t: an unknown parameter
 --- http_config
 hookstream_redis unix:///run/redis.sock?db=2 timeout=1;
 --- must_die
@@ -729,7 +783,7 @@ hookstream_redis unix:///run/redis.sock?db=2 timeout=1;
 invalid parameter "timeout=1"
 
 
-=== TEST 13: a user, a password, an IPv6 address, a db and the parameters parse
+=== TEST 14: a user, a password, an IPv6 address, a db and the parameters parse
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_redis redis://u:p@[::1]:1/2 prefix=x: connect_timeout=2s;
