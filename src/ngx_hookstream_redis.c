@@ -30,6 +30,7 @@
 #define NGX_HOOKSTREAM_REDIS_BACKOFF_MIN   100
 #define NGX_HOOKSTREAM_REDIS_BACKOFF_MAX   5000
 #define NGX_HOOKSTREAM_REDIS_HELD_MAX      65536
+#define NGX_HOOKSTREAM_REDIS_HELD_BYTES    (64 * 1024 * 1024)
 
 
 typedef struct ngx_hookstream_redis_s  ngx_hookstream_redis_t;
@@ -72,6 +73,7 @@ struct ngx_hookstream_redis_s {
     /* the subscriber's recovery after (re)subscribing */
     ngx_queue_t                     held;
     ngx_uint_t                      nheld;
+    size_t                          held_bytes;
     ngx_uint_t                      recovering;   /* 1: waits for the
                                                      command connection;
                                                      2: TIME sent; 3: TIME
@@ -1350,10 +1352,13 @@ ngx_hookstream_redis_message(redisAsyncContext *ac, void *r, void *data)
         return;
     }
 
-    if (rd->nheld == NGX_HOOKSTREAM_REDIS_HELD_MAX) {
+    if (rd->nheld == NGX_HOOKSTREAM_REDIS_HELD_MAX
+        || rd->held_bytes + payload->len > NGX_HOOKSTREAM_REDIS_HELD_BYTES)
+    {
         ngx_log_error(NGX_LOG_WARN, rd->log, 0,
-                      "hookstream redis: %ui messages arrived while a gap "
-                      "was read, reading again", rd->nheld);
+                      "hookstream redis: %ui messages (%uz bytes) arrived "
+                      "while a gap was read, reading again",
+                      rd->nheld, rd->held_bytes);
         ngx_hookstream_redis_drop_held(rd);
         rd->overflow = 1;
         return;
@@ -1371,6 +1376,7 @@ ngx_hookstream_redis_message(redisAsyncContext *ac, void *r, void *data)
     ngx_memcpy(h->data, payload->str, payload->len);
     ngx_queue_insert_tail(&rd->held, &h->queue);
     rd->nheld++;
+    rd->held_bytes += h->len;
 }
 
 
@@ -1752,6 +1758,7 @@ ngx_hookstream_redis_recover_done(ngx_hookstream_redis_t *rd)
     }
 
     rd->nheld = 0;
+    rd->held_bytes = 0;
 
     if (rd->overflow) {
         /* some were dropped: read again from where the zone is now */
@@ -1783,6 +1790,7 @@ ngx_hookstream_redis_drop_held(ngx_hookstream_redis_t *rd)
     }
 
     rd->nheld = 0;
+    rd->held_bytes = 0;
 }
 
 
