@@ -84,6 +84,9 @@ struct ngx_hookstream_redis_s {
 
     time_t                          refused_log;
 
+    ngx_hookstream_redis_proc_t    *proc;      /* in the zone's stats */
+    ngx_hookstream_redis_proc_t     noproc;    /* when the table is full */
+
     unsigned                        subscribed:1;
     unsigned                        exiting:1;
 };
@@ -131,6 +134,8 @@ typedef struct {
 } ngx_hookstream_redis_sync_t;
 
 
+static void ngx_hookstream_redis_proc_claim(ngx_hookstream_redis_t *rd);
+static ngx_uint_t ngx_hookstream_redis_proc_alive(ngx_pid_t pid);
 static void ngx_hookstream_redis_connect(ngx_hookstream_redis_conn_t *rc);
 static void ngx_hookstream_redis_retry_handler(ngx_event_t *ev);
 static void ngx_hookstream_redis_timeout_handler(ngx_event_t *ev);
@@ -428,6 +433,8 @@ ngx_hookstream_redis_init_process(ngx_cycle_t *cycle,
 
     ngx_queue_init(&rd->held);
 
+    ngx_hookstream_redis_proc_claim(rd);
+
     rd->cmd.rd = rd;
     rd->cmd.name = "command";
     rd->sub.rd = rd;
@@ -486,6 +493,13 @@ ngx_hookstream_redis_exit_process(ngx_cycle_t *cycle)
 
     ngx_hookstream_redis_drop_held(rd);
 
+    if (rd->proc != &rd->noproc) {
+        rd->proc->connected = 0;
+        rd->proc->subscribed = 0;
+        ngx_memory_barrier();
+        rd->proc->pid = 0;
+    }
+
     ngx_hookstream_redis = NULL;
 }
 
@@ -496,6 +510,55 @@ ngx_hookstream_redis_topic(ngx_str_t *topic)
     return ngx_hookstream_redis != NULL
            && topic->len > sizeof("org_") - 1
            && ngx_strncmp(topic->data, "org_", sizeof("org_") - 1) == 0;
+}
+
+
+/*
+ * An entry of the zone's table for this process's gauges: a free one,
+ * or one of a process that is gone (a crashed worker gives nothing
+ * back, as in the broker).
+ */
+
+static void
+ngx_hookstream_redis_proc_claim(ngx_hookstream_redis_t *rd)
+{
+    ngx_uint_t                    i;
+    ngx_atomic_uint_t             pid;
+    ngx_hookstream_redis_proc_t  *pr;
+
+    for (i = 0; i < NGX_HOOKSTREAM_REDIS_PROCS; i++) {
+        pr = &rd->sh->stats->redis_procs[i];
+        pid = pr->pid;
+
+        if (pid && ngx_hookstream_redis_proc_alive((ngx_pid_t) pid)) {
+            continue;
+        }
+
+        if (ngx_atomic_cmp_set(&pr->pid, pid, 0)) {
+            pr->connected = 0;
+            pr->subscribed = 0;
+
+            if (ngx_atomic_cmp_set(&pr->pid, 0, (ngx_atomic_uint_t) ngx_pid))
+            {
+                rd->proc = pr;
+                return;
+            }
+        }
+    }
+
+    ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                  "hookstream redis: more than %d processes, this one's "
+                  "connections are not in the status",
+                  NGX_HOOKSTREAM_REDIS_PROCS);
+
+    rd->proc = &rd->noproc;
+}
+
+
+static ngx_uint_t
+ngx_hookstream_redis_proc_alive(ngx_pid_t pid)
+{
+    return pid == ngx_pid || kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH;
 }
 
 
@@ -807,7 +870,7 @@ ngx_hookstream_redis_cleanup(void *data)
 
     if (rc->ready) {
         rc->ready = 0;
-        (void) ngx_atomic_fetch_add(&rd->sh->stats->redis_connected, -1);
+        (void) ngx_atomic_fetch_add(&rd->proc->connected, -1);
     }
 
     rc->c = NULL;
@@ -816,8 +879,7 @@ ngx_hookstream_redis_cleanup(void *data)
     if (rc->subscriber) {
         if (rd->subscribed) {
             rd->subscribed = 0;
-            (void) ngx_atomic_fetch_add(&rd->sh->stats->redis_subscribed,
-                                        -1);
+            (void) ngx_atomic_fetch_add(&rd->proc->subscribed, -1);
         }
 
         /*
@@ -879,7 +941,7 @@ ngx_hookstream_redis_up(ngx_hookstream_redis_conn_t *rc)
     rc->failing = 0;
     rc->backoff = 0;
 
-    (void) ngx_atomic_fetch_add(&rc->rd->sh->stats->redis_connected, 1);
+    (void) ngx_atomic_fetch_add(&rc->rd->proc->connected, 1);
 
     ngx_log_error(NGX_LOG_NOTICE, rc->rd->log, 0,
                   "hookstream redis: %s connection to \"%V\" up",
@@ -1318,8 +1380,7 @@ ngx_hookstream_redis_message(redisAsyncContext *ac, void *r, void *data)
 
         if (!rd->subscribed) {
             rd->subscribed = 1;
-            (void) ngx_atomic_fetch_add(&rd->sh->stats->redis_subscribed,
-                                        1);
+            (void) ngx_atomic_fetch_add(&rd->proc->subscribed, 1);
         }
 
         rd->round++;
@@ -2355,13 +2416,26 @@ void
 ngx_hookstream_redis_health(ngx_hookstream_shctx_t *sh,
     ngx_hookstream_redis_health_t *h, u_char *buf, size_t size)
 {
-    ngx_hookstream_stats_t  *st;
+    ngx_uint_t                    i;
+    ngx_hookstream_stats_t       *st;
+    ngx_hookstream_redis_proc_t  *pr;
 
     st = sh->stats;
 
     h->configured = (ngx_hookstream_redis != NULL);
-    h->connected = st->redis_connected;
-    h->subscribed = st->redis_subscribed;
+    h->connected = 0;
+    h->subscribed = 0;
+
+    for (i = 0; i < NGX_HOOKSTREAM_REDIS_PROCS; i++) {
+        pr = &st->redis_procs[i];
+
+        if (pr->pid && ngx_hookstream_redis_proc_alive((ngx_pid_t) pr->pid))
+        {
+            h->connected += pr->connected;
+            h->subscribed += pr->subscribed;
+        }
+    }
+
     h->reconnects = st->redis_reconnects;
     h->errors = st->redis_errors;
     h->published = st->redis_published;

@@ -20,6 +20,15 @@
 #define NGX_HOOKSTREAM_STATS_WORKERS   64
 #define NGX_HOOKSTREAM_FSYNC_BUCKETS   12
 #define NGX_HOOKSTREAM_REDIS_ERROR_LEN 160
+#define NGX_HOOKSTREAM_REDIS_PROCS     128
+
+
+/* one process's Redis connections; pid 0: a free entry */
+typedef struct {
+    ngx_atomic_t   pid;
+    ngx_atomic_t   connected;
+    ngx_atomic_t   subscribed;
+} ngx_hookstream_redis_proc_t;
 
 
 typedef enum {
@@ -60,10 +69,10 @@ struct ngx_hookstream_stats_s {
     ngx_atomic_t   fsync_us;            /* sum of fsync latencies */
     ngx_atomic_t   fsync_buckets[NGX_HOOKSTREAM_FSYNC_BUCKETS];
 
-    /* hookstream_redis: gauges over the workers, then counters; the
-     * last error is written and read under the zone's lock */
-    ngx_atomic_t   redis_connected;
-    ngx_atomic_t   redis_subscribed;
+    /* hookstream_redis: the gauges by process (those of a process that
+     * is gone are not counted), the counters; the last error is
+     * written and read under the zone's lock */
+    ngx_hookstream_redis_proc_t  redis_procs[NGX_HOOKSTREAM_REDIS_PROCS];
     ngx_atomic_t   redis_reconnects;
     ngx_atomic_t   redis_errors;
     ngx_atomic_t   redis_published;

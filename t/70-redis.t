@@ -727,6 +727,8 @@ proxy_cache_path $TEST_NGINX_SERVER_ROOT/cache keys_zone=c70:1m;
 --- config
 location = /internal/status { hookstream_status; }
 location = /v1/ws { hookstream_stream; }
+--- allow_error_log
+exited on signal 9
 --- ws
 ok wait_redis_up(server_port()), "up";
 sleep 0.5;
@@ -738,6 +740,13 @@ my $t = http_get('/internal/status?format=prometheus')->body;
 like $t, qr/^hookstream_redis_connections 3$/m, "prometheus: connections";
 like $t, qr/^hookstream_redis_subscribed 1$/m, "prometheus: subscribed";
 like $t, qr/^hookstream_redis_errors_total \d+$/m, "prometheus: errors";
+
+# killed workers give nothing back; their replacements count anew
+kill_worker($_) for worker_pids();
+ok wait_until(sub {
+    my $r = status(server_port())->{redis};
+    return $r->{connected} == 3 && $r->{subscribed} == 1;
+}, 10, 0.1), "after kill -9 of both workers: three connections, one subscriber";
 
 
 === TEST 9: single-host mode: no redis in the status
