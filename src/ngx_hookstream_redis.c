@@ -2077,12 +2077,22 @@ reset:
 }
 
 
+/*
+ * Can the stream give everything after the cursor?  Not when the cursor
+ * is ahead of it (last-generated-id), when an entry after it was
+ * deleted (max-deleted-entry-id, XDEL), nor when entries were trimmed
+ * (entries-added above length) and the cursor is older than the oldest
+ * one kept: what was between them is unknown, so the cursor of the
+ * newest trimmed entry itself is refused too.
+ */
+
 static ngx_int_t
 ngx_hookstream_redis_read_check(redisReply *info, ngx_hookstream_rid_t *from)
 {
     size_t                i;
+    long long             length, added;
     redisReply           *name, *value;
-    ngx_hookstream_rid_t  rid;
+    ngx_hookstream_rid_t  rid, last, first, deleted;
 
     if (info->type == REDIS_REPLY_ERROR) {
         /* no such stream: nothing was ever published there */
@@ -2093,12 +2103,34 @@ ngx_hookstream_redis_read_check(redisReply *info, ngx_hookstream_rid_t *from)
         return NGX_ERROR;
     }
 
+    length = 0;
+    added = 0;
+    ngx_memzero(&last, sizeof(ngx_hookstream_rid_t));
+    ngx_memzero(&first, sizeof(ngx_hookstream_rid_t));
+    ngx_memzero(&deleted, sizeof(ngx_hookstream_rid_t));
+
     for (i = 0; i + 1 < info->elements; i += 2) {
         name = info->element[i];
         value = info->element[i + 1];
 
-        if (name->type != REDIS_REPLY_STRING
-            || value->type != REDIS_REPLY_STRING
+        if (name->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        if (value->type == REDIS_REPLY_INTEGER) {
+            if (name->len == 6 && ngx_strncmp(name->str, "length", 6) == 0) {
+                length = value->integer;
+
+            } else if (name->len == 13
+                       && ngx_strncmp(name->str, "entries-added", 13) == 0)
+            {
+                added = value->integer;
+            }
+
+            continue;
+        }
+
+        if (value->type != REDIS_REPLY_STRING
             || ngx_hookstream_rid_parse((u_char *) value->str, value->len,
                                         &rid)
                != NGX_OK)
@@ -2106,21 +2138,42 @@ ngx_hookstream_redis_read_check(redisReply *info, ngx_hookstream_rid_t *from)
             continue;
         }
 
-        if (name->len == sizeof("max-deleted-entry-id") - 1
-            && ngx_strncmp(name->str, "max-deleted-entry-id",
-                           name->len) == 0
-            && ngx_hookstream_rid_cmp(&rid, from) > 0)
+        if (name->len == sizeof("last-generated-id") - 1
+            && ngx_strncmp(name->str, "last-generated-id", name->len) == 0)
         {
-            /* an entry after the cursor was trimmed */
-            return NGX_DECLINED;
+            last = rid;
+
+        } else if (name->len == sizeof("max-deleted-entry-id") - 1
+                   && ngx_strncmp(name->str, "max-deleted-entry-id",
+                                  name->len) == 0)
+        {
+            deleted = rid;
+
+        } else if (name->len == sizeof("recorded-first-entry-id") - 1
+                   && ngx_strncmp(name->str, "recorded-first-entry-id",
+                                  name->len) == 0)
+        {
+            first = rid;
+        }
+    }
+
+    if (!ngx_hookstream_rid_null(&last)
+        && ngx_hookstream_rid_cmp(&last, from) < 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_hookstream_rid_cmp(&deleted, from) > 0) {
+        return NGX_DECLINED;
+    }
+
+    if (added > length) {
+        if (length == 0) {
+            return (ngx_hookstream_rid_cmp(from, &last) < 0) ? NGX_DECLINED
+                                                              : NGX_OK;
         }
 
-        if (name->len == sizeof("last-generated-id") - 1
-            && ngx_strncmp(name->str, "last-generated-id", name->len) == 0
-            && ngx_hookstream_rid_cmp(&rid, from) < 0
-            && !ngx_hookstream_rid_null(&rid))
-        {
-            /* a cursor ahead of the stream: not one of its ids */
+        if (ngx_hookstream_rid_cmp(from, &first) < 0) {
             return NGX_DECLINED;
         }
     }

@@ -665,7 +665,52 @@ for my $d ([$da, 'A'], [$db, 'B']) {
 stop_instance($b);
 
 
-=== TEST 7: the pipeline: N acked events are N entries, read back by a consumer group
+=== TEST 7: a cursor the stream was trimmed past: reset; a recent one: the rest
+--- http_config
+hookstream_zone hookstream 8m;
+hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
+hookstream_redis redis://127.0.0.1:$TEST_NGINX_REDIS_PORT prefix=t70trim:;
+hookstream_buffer 10 1h;
+--- config
+location = /v1/ws { hookstream_stream; }
+location = /internal/publish { hookstream_publish; }
+location = /internal/status { hookstream_status; }
+--- user_files eval
+">>> directory.json\n$ENV{TEST_NGINX_DIRECTORY_JSON}"
+--- ws
+ok wait_redis_up(server_port()), "up";
+main::redis('DEL', "t70trim:stream:$main::org");
+
+my ($d) = dashboard(server_port());
+
+# NDJSON, 50 a request: Redis trims whole nodes of entries
+my $published = 0;
+for my $i (0 .. 5) {
+    my $body = join '', map {
+        encode_json({ org_id => $main::org, type => 'delivery',
+                      channel => 'deliveries', data => { n => $_ } }) . "\n"
+    } $i * 50 + 1 .. $i * 50 + 50;
+    $published += http_post('/internal/publish', $body)->json->{published};
+}
+is $published, 300, "300 published";
+
+my @all = collect($d, 300, 5);
+is scalar(@all), 300, "300 delivered live";
+
+my $len = main::redis('XLEN', "t70trim:stream:$main::org");
+ok $len < 300, "the stream was trimmed to $len";
+
+my ($old) = dashboard(server_port(), $all[0]{cursor});
+my @r = collect($old, 1, 5);
+is $r[0]{type}, 'reset', "the first message's cursor: reset";
+
+my ($new) = dashboard(server_port(), $all[289]{cursor});
+my @rest = collect($new, 10, 5);
+is_deeply [map { $_->{data}{n} } @rest], [291 .. 300],
+          "a cursor still in the stream: the rest";
+
+
+=== TEST 8: the pipeline: N acked events are N entries, read back by a consumer group
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
@@ -719,7 +764,7 @@ is main::redis('XACK', 't70:pipeline', 'delivery', map { $_->[0] } @entries),
    $total + 1, "XACK";
 
 
-=== TEST 8: status: Redis health as JSON and Prometheus text; none from the cache manager
+=== TEST 9: status: Redis health as JSON and Prometheus text; none from the cache manager
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_redis redis://127.0.0.1:$TEST_NGINX_REDIS_PORT prefix=t70:;
@@ -749,7 +794,7 @@ ok wait_until(sub {
 }, 10, 0.1), "after kill -9 of both workers: three connections, one subscriber";
 
 
-=== TEST 9: single-host mode: no redis in the status
+=== TEST 10: single-host mode: no redis in the status
 --- http_config
 hookstream_zone hookstream 8m;
 --- config
@@ -760,7 +805,7 @@ GET /internal/status
 { redis => undef }
 
 
-=== TEST 10: nginx -t: a URL that is not one
+=== TEST 11: nginx -t: a URL that is not one
 --- http_config
 hookstream_redis http://127.0.0.1:6379;
 --- must_die
@@ -768,7 +813,7 @@ hookstream_redis http://127.0.0.1:6379;
 invalid Redis URL "http://127.0.0.1:6379"
 
 
-=== TEST 11: nginx -t: a db that is not a number
+=== TEST 12: nginx -t: a db that is not a number
 --- http_config
 hookstream_redis redis://127.0.0.1:6379/x;
 --- must_die
@@ -776,7 +821,7 @@ hookstream_redis redis://127.0.0.1:6379/x;
 invalid Redis URL "redis://127.0.0.1:6379/x"
 
 
-=== TEST 12: nginx -t: the Redis journal without hookstream_redis
+=== TEST 13: nginx -t: the Redis journal without hookstream_redis
 --- http_config
 hookstream_journal redis:events;
 --- must_die
@@ -784,7 +829,7 @@ hookstream_journal redis:events;
 "hookstream_journal redis:..." needs "hookstream_redis"
 
 
-=== TEST 13: nginx -t: an unknown parameter
+=== TEST 14: nginx -t: an unknown parameter
 --- http_config
 hookstream_redis unix:///run/redis.sock?db=2 timeout=1;
 --- must_die
@@ -792,7 +837,7 @@ hookstream_redis unix:///run/redis.sock?db=2 timeout=1;
 invalid parameter "timeout=1"
 
 
-=== TEST 14: a user, a password, an IPv6 address, a db and the parameters parse
+=== TEST 15: a user, a password, an IPv6 address, a db and the parameters parse
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_redis redis://u:p@[::1]:1/2 prefix=x: connect_timeout=2s;
