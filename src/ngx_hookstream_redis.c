@@ -134,6 +134,8 @@ typedef struct {
 } ngx_hookstream_redis_sync_t;
 
 
+static ngx_int_t ngx_hookstream_redis_mask(ngx_pool_t *pool, ngx_str_t *url,
+    ngx_str_t *display);
 static void ngx_hookstream_redis_proc_claim(ngx_hookstream_redis_t *rd);
 static ngx_uint_t ngx_hookstream_redis_proc_alive(ngx_pid_t pid);
 static void ngx_hookstream_redis_connect(ngx_hookstream_redis_conn_t *rc);
@@ -250,6 +252,11 @@ ngx_hookstream_redis_parse_url(ngx_conf_t *cf,
     ngx_url_t   u;
 
     rcf->url = *url;
+
+    if (ngx_hookstream_redis_mask(cf->pool, url, &rcf->display) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     p = url->data;
     last = p + url->len;
 
@@ -306,7 +313,8 @@ ngx_hookstream_redis_parse_url(ngx_conf_t *cf,
 
         if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid Redis URL \"%V\": %s", url,
+                               "invalid Redis URL \"%V\": %s",
+                               &rcf->display,
                                u.err ? u.err : "host not found");
             return NGX_CONF_ERROR;
         }
@@ -395,9 +403,74 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid Redis URL \"%V\": expected "
                        "redis://[[user]:password@]host[:port][/db] or "
-                       "unix:///path[?db=N&password=P]", url);
+                       "unix:///path[?db=N&password=P]", &rcf->display);
 
     return NGX_CONF_ERROR;
+}
+
+
+/* the URL with its password, if any, as "***": logs never show it */
+
+static ngx_int_t
+ngx_hookstream_redis_mask(ngx_pool_t *pool, ngx_str_t *url,
+    ngx_str_t *display)
+{
+    u_char  *p, *last, *start, *end, *at;
+
+    p = url->data;
+    last = p + url->len;
+    start = NULL;
+    end = NULL;
+
+    if (url->len > 8 && ngx_strncmp(p, "redis://", 8) == 0) {
+        p += 8;
+        end = ngx_strlchr(p, last, '/');
+        at = NULL;
+
+        for ( /* void */ ; p < (end ? end : last); p++) {
+            if (*p == '@') {
+                at = p;
+            }
+        }
+
+        if (at) {
+            start = ngx_strlchr(url->data + 8, at, ':');
+            end = at;
+        }
+
+        if (start) {
+            start++;
+        }
+
+    } else {
+        start = ngx_strlcasestrn(p, last, (u_char *) "password=", 9 - 1);
+
+        if (start) {
+            start += 9;
+            end = ngx_strlchr(start, last, '&');
+
+            if (end == NULL) {
+                end = last;
+            }
+        }
+    }
+
+    if (start == NULL || end == NULL || end <= start) {
+        *display = *url;
+        return NGX_OK;
+    }
+
+    display->len = url->len - (end - start) + 3;
+    display->data = ngx_pnalloc(pool, display->len);
+    if (display->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(display->data, url->data, start - url->data);
+    p = ngx_cpymem(p, "***", 3);
+    ngx_memcpy(p, end, last - end);
+
+    return NGX_OK;
 }
 
 
@@ -945,7 +1018,7 @@ ngx_hookstream_redis_up(ngx_hookstream_redis_conn_t *rc)
 
     ngx_log_error(NGX_LOG_NOTICE, rc->rd->log, 0,
                   "hookstream redis: %s connection to \"%V\" up",
-                  rc->name, &rc->rd->conf->url);
+                  rc->name, &rc->rd->conf->display);
 
     if (!rc->subscriber && rc->rd->recovering == 1) {
         ngx_hookstream_redis_recover(rc->rd);
@@ -1043,7 +1116,7 @@ ngx_hookstream_redis_error(ngx_hookstream_redis_t *rd, ngx_uint_t level,
     }
 
     ngx_log_error(level, rd->log, 0, "hookstream redis: %s: %*s (\"%V\")",
-                  what, len, err, &rd->conf->url);
+                  what, len, err, &rd->conf->display);
 
     st = rd->sh->stats;
 
@@ -2306,7 +2379,7 @@ ngx_hookstream_redis_append(ngx_str_t *record, u_char *event_id,
             ngx_log_error(NGX_LOG_ERR, log, 0,
                           "hookstream redis: not connected to \"%V\", "
                           "event not stored",
-                          rd ? &rd->conf->url : NULL);
+                          rd ? &rd->conf->display : NULL);
         }
 
         return NGX_ERROR;

@@ -28,6 +28,8 @@
 
 struct ngx_hookstream_redis_conf_s {
     ngx_str_t                    url;
+    ngx_str_t                    display;      /* the url, password
+                                                  masked: for logs */
     u_char                      *host;         /* numeric, NUL-ended */
     int                          port;
     u_char                      *path;         /* unix socket or NULL */

@@ -607,6 +607,17 @@ ok wait_until(sub {
 }, 10, 0.1), "a wrong password: an AUTH error in the status";
 is status($w->{port})->{redis}{connected} // -1, 0, "and nothing connected";
 
+# no password in any log
+my $logs = error_log_text();
+for my $i ($b, $w) {
+    open my $fh, '<', $i->{error_log} or die "$i->{error_log}: $!";
+    local $/;
+    $logs .= <$fh>;
+}
+like $logs, qr/redis:\/\/:\*\*\*\@127\.0\.0\.1/, "the URL is logged masked";
+like $logs, qr/password=\*\*\*/, "the unix one too";
+ok $logs !~ /s3cret|wrong\@/, "no password in the logs";
+
 stop_instance($_) for $b, $w;
 stop_process($pid);
 
