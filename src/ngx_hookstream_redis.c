@@ -1777,6 +1777,7 @@ ngx_hookstream_redis_recover_time(redisAsyncContext *ac, void *r,
 {
     redisReply              *reply = r;
     ngx_int_t                sec, usec;
+    ngx_time_t              *tp;
     ngx_hookstream_redis_t  *rd;
 
     rd = ngx_hookstream_redis;
@@ -1785,23 +1786,33 @@ ngx_hookstream_redis_recover_time(redisAsyncContext *ac, void *r,
         return;
     }
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 2
-        || reply->element[0]->type != REDIS_REPLY_STRING
-        || reply->element[1]->type != REDIS_REPLY_STRING)
-    {
+    if (reply == NULL) {
+        /* the command connection went: again when it is back */
         rd->recovering = 1;
         return;
     }
 
-    sec = ngx_atoi((u_char *) reply->element[0]->str,
-                   reply->element[0]->len);
-    usec = ngx_atoi((u_char *) reply->element[1]->str,
-                    reply->element[1]->len);
+    sec = NGX_ERROR;
+    usec = NGX_ERROR;
+
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_STRING
+        && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        sec = ngx_atoi((u_char *) reply->element[0]->str,
+                       reply->element[0]->len);
+        usec = ngx_atoi((u_char *) reply->element[1]->str,
+                        reply->element[1]->len);
+    }
 
     if (sec == NGX_ERROR || usec == NGX_ERROR) {
-        rd->recovering = 1;
-        return;
+        /* not to stay without a floor: this host's clock */
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "hookstream redis: unexpected answer to TIME");
+
+        tp = ngx_timeofday();
+        sec = tp->sec;
+        usec = tp->msec * 1000;
     }
 
     rd->floor.ms = (uint64_t) sec * 1000 + usec / 1000;
@@ -1837,9 +1848,15 @@ ngx_hookstream_redis_recover_read(redisAsyncContext *ac, void *r,
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_hookstream_redis_error(rd, NGX_LOG_ERR, "XREAD", reply->str,
-                                   reply->len);
-        rd->recovering = 1;
+        /*
+         * Not a connection's failure, so reading again would fail again
+         * (a key that is not a stream, say): what was missed is lost,
+         * but the host goes live rather than holding every message.
+         */
+        ngx_hookstream_redis_error(rd, NGX_LOG_ERR,
+                                   "XREAD, messages missed are lost",
+                                   reply->str, reply->len);
+        ngx_hookstream_redis_recover_done(rd);
         return;
     }
 

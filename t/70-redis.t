@@ -26,15 +26,18 @@ if (!-x $REDIS_SERVER) {
 my $ORG = 'org_' . random_hex(32);
 my $SRC = 'src_' . random_hex(32);
 my $KEY = make_api_key('live');
+my $ORG2 = 'org_' . random_hex(32);
+my $KEY2 = make_api_key('live');
 
 $ENV{TEST_NGINX_DIRECTORY_JSON} = directory_json({
     $ORG => { api_keys => [$KEY], sources => [$SRC] },
+    $ORG2 => { api_keys => [$KEY2] },
 });
 
 $ENV{TEST_NGINX_REDIS_PORT} = free_port();
 
-use vars qw($org $src $key $redis_pid);
-($org, $src, $key) = ($ORG, $SRC, $KEY);
+use vars qw($org $src $key $org2 $key2 $redis_pid);
+($org, $src, $key, $org2, $key2) = ($ORG, $SRC, $KEY, $ORG2, $KEY2);
 
 
 # our redis-server, in the foreground; appendonly with fsync always, so
@@ -497,7 +500,41 @@ ok $rec > 0, "$rec read back from the streams";
 stop_instance($b);
 
 
-=== TEST 4: a reload of one host while messages flow: every message once, resumed by cursor
+=== TEST 4: a stream that cannot be read back does not keep the host from going live
+--- http_config
+hookstream_zone hookstream 8m;
+hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
+hookstream_redis redis://127.0.0.1:$TEST_NGINX_REDIS_PORT prefix=t70bad:;
+--- config
+location = /v1/ws { hookstream_stream; }
+location = /internal/publish { hookstream_publish; }
+location = /internal/status { hookstream_status; }
+--- user_files eval
+">>> directory.json\n$ENV{TEST_NGINX_DIRECTORY_JSON}"
+--- ws
+ok wait_redis_up(server_port()), "up";
+
+# the second org's stream key holds a string: XREAD of it fails
+main::redis('SET', "t70bad:stream:$main::org2", 'not a stream');
+
+my ($d1) = dashboard(server_port());
+my $c2 = ws_connect("/v1/ws?token=$main::key2", timeout => 10);
+ok $c2->upgraded, "a dashboard of the second org";
+
+is main::redis('CLIENT', 'KILL', 'TYPE', 'pubsub'), 1, "subscriber killed";
+ok wait_redis_up(server_port()), "subscribed again";
+ok wait_until(sub { error_log_text() =~ /XREAD, messages missed are lost/ },
+              5, 0.1), "the failed read-back is logged";
+
+my $r = http_post('/internal/publish',
+    encode_json({ org_id => $main::org, type => 'delivery',
+                  channel => 'deliveries', data => { n => 1 } }));
+is $r->json->{published}, 1, "published";
+my @got = collect($d1, 1, 5);
+is $got[0]{data}{n}, 1, "live again";
+
+
+=== TEST 5: a reload of one host while messages flow: every message once, resumed by cursor
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
@@ -551,7 +588,7 @@ is_deeply [map { $_->{data}{n} } collect($db, 100, 3)], [1 .. $n],
 stop_instance($b);
 
 
-=== TEST 5: a password, a db, a unix socket; a wrong password is an error in the status
+=== TEST 6: a password, a db, a unix socket; a wrong password is an error in the status
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
@@ -622,7 +659,7 @@ stop_instance($_) for $b, $w;
 stop_process($pid);
 
 
-=== TEST 6: the file journal with Redis between hosts: acked events in ack order on both hosts
+=== TEST 7: the file journal with Redis between hosts: acked events in ack order on both hosts
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
@@ -676,7 +713,7 @@ for my $d ([$da, 'A'], [$db, 'B']) {
 stop_instance($b);
 
 
-=== TEST 7: a cursor the stream was trimmed past: reset; a recent one: the rest
+=== TEST 8: a cursor the stream was trimmed past: reset; a recent one: the rest
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
@@ -721,7 +758,7 @@ is_deeply [map { $_->{data}{n} } @rest], [291 .. 300],
           "a cursor still in the stream: the rest";
 
 
-=== TEST 8: the pipeline: N acked events are N entries, read back by a consumer group
+=== TEST 9: the pipeline: N acked events are N entries, read back by a consumer group
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
@@ -775,7 +812,7 @@ is main::redis('XACK', 't70:pipeline', 'delivery', map { $_->[0] } @entries),
    $total + 1, "XACK";
 
 
-=== TEST 9: status: Redis health as JSON and Prometheus text; none from the cache manager
+=== TEST 10: status: Redis health as JSON and Prometheus text; none from the cache manager
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_redis redis://127.0.0.1:$TEST_NGINX_REDIS_PORT prefix=t70:;
@@ -805,7 +842,7 @@ ok wait_until(sub {
 }, 10, 0.1), "after kill -9 of both workers: three connections, one subscriber";
 
 
-=== TEST 10: single-host mode: no redis in the status
+=== TEST 11: single-host mode: no redis in the status
 --- http_config
 hookstream_zone hookstream 8m;
 --- config
@@ -816,7 +853,7 @@ GET /internal/status
 { redis => undef }
 
 
-=== TEST 11: nginx -t: a URL that is not one
+=== TEST 12: nginx -t: a URL that is not one
 --- http_config
 hookstream_redis http://127.0.0.1:6379;
 --- must_die
@@ -824,7 +861,7 @@ hookstream_redis http://127.0.0.1:6379;
 invalid Redis URL "http://127.0.0.1:6379"
 
 
-=== TEST 12: nginx -t: a db that is not a number
+=== TEST 13: nginx -t: a db that is not a number
 --- http_config
 hookstream_redis redis://127.0.0.1:6379/x;
 --- must_die
@@ -832,7 +869,7 @@ hookstream_redis redis://127.0.0.1:6379/x;
 invalid Redis URL "redis://127.0.0.1:6379/x"
 
 
-=== TEST 13: nginx -t: the Redis journal without hookstream_redis
+=== TEST 14: nginx -t: the Redis journal without hookstream_redis
 --- http_config
 hookstream_journal redis:events;
 --- must_die
@@ -840,7 +877,7 @@ hookstream_journal redis:events;
 "hookstream_journal redis:..." needs "hookstream_redis"
 
 
-=== TEST 14: nginx -t: an unknown parameter
+=== TEST 15: nginx -t: an unknown parameter
 --- http_config
 hookstream_redis unix:///run/redis.sock?db=2 timeout=1;
 --- must_die
@@ -848,7 +885,7 @@ hookstream_redis unix:///run/redis.sock?db=2 timeout=1;
 invalid parameter "timeout=1"
 
 
-=== TEST 15: a user, a password, an IPv6 address, a db and the parameters parse
+=== TEST 16: a user, a password, an IPv6 address, a db and the parameters parse
 --- http_config
 hookstream_zone hookstream 8m;
 hookstream_redis redis://u:p@[::1]:1/2 prefix=x: connect_timeout=2s;
