@@ -24,6 +24,12 @@ static char *ngx_http_hookstream_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_hookstream_directory(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_hookstream_redis_conf_t *ngx_http_hookstream_redis_conf(
+    ngx_conf_t *cf, ngx_http_hookstream_main_conf_t *hmcf);
+static char *ngx_http_hookstream_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_hookstream_journal_redis(ngx_conf_t *cf,
+    ngx_http_hookstream_main_conf_t *hmcf);
 static char *ngx_http_hookstream_journal(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_hookstream_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -78,6 +84,13 @@ static ngx_command_t  ngx_http_hookstream_commands[] = {
     { ngx_string("hookstream_journal"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_hookstream_journal,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("hookstream_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_hookstream_redis,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -300,6 +313,27 @@ static ngx_str_t  ngx_http_hookstream_default_cookie =
 static ngx_int_t
 ngx_http_hookstream_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_http_hookstream_loc_conf_t   *hlcf;
+    ngx_http_hookstream_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_hookstream_module);
+
+    if (hmcf->redis) {
+        if (hmcf->redis->journal.len && hmcf->redis->url.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"hookstream_journal redis:...\" needs "
+                               "\"hookstream_redis\"");
+            return NGX_ERROR;
+        }
+
+        /* the ring keeps what arrives from Redis as the http level says */
+        hlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_hookstream_module);
+
+        hmcf->redis->buffer_count =
+                               (hlcf->buffer_count == NGX_CONF_UNSET_UINT)
+                               ? 1000 : hlcf->buffer_count;
+    }
+
     return ngx_http_hookstream_auth_init(cf);
 }
 
@@ -657,6 +691,169 @@ ngx_http_hookstream_directory(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+static ngx_hookstream_redis_conf_t *
+ngx_http_hookstream_redis_conf(ngx_conf_t *cf,
+    ngx_http_hookstream_main_conf_t *hmcf)
+{
+    if (hmcf->redis == NULL) {
+        hmcf->redis = ngx_pcalloc(cf->pool,
+                                  sizeof(ngx_hookstream_redis_conf_t));
+        if (hmcf->redis == NULL) {
+            return NULL;
+        }
+
+        ngx_str_set(&hmcf->redis->prefix, "hookstream:");
+        hmcf->redis->connect_timeout = 5000;
+        hmcf->redis->journal_wait_timeout = 1000;
+    }
+
+    return hmcf->redis;
+}
+
+
+static char *
+ngx_http_hookstream_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_hookstream_main_conf_t *hmcf = conf;
+
+    ngx_str_t                    *value;
+    ngx_msec_t                    ms;
+    ngx_uint_t                    i;
+    ngx_hookstream_redis_conf_t  *rcf;
+
+    rcf = ngx_http_hookstream_redis_conf(cf, hmcf);
+    if (rcf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (rcf->url.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_hookstream_redis_parse_url(cf, rcf, &value[1]) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            rcf->prefix.data = value[i].data + 7;
+            rcf->prefix.len = value[i].len - 7;
+
+            if (rcf->prefix.len > 64
+                || ngx_strlchr(rcf->prefix.data,
+                               rcf->prefix.data + rcf->prefix.len, ' '))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid key prefix \"%V\" (at most 64 "
+                                   "bytes, no spaces)", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0) {
+            ngx_str_t  s;
+
+            s.data = value[i].data + 16;
+            s.len = value[i].len - 16;
+
+            ms = ngx_parse_time(&s, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid connect timeout \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rcf->connect_timeout = ms;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* hookstream_journal redis:KEY [wait=N] [wait_timeout=T] */
+
+static char *
+ngx_http_hookstream_journal_redis(ngx_conf_t *cf,
+    ngx_http_hookstream_main_conf_t *hmcf)
+{
+    ngx_int_t                     n;
+    ngx_str_t                    *value, s;
+    ngx_msec_t                    ms;
+    ngx_uint_t                    i;
+    ngx_hookstream_redis_conf_t  *rcf;
+
+    rcf = ngx_http_hookstream_redis_conf(cf, hmcf);
+    if (rcf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    rcf->journal.data = value[1].data + 6;
+    rcf->journal.len = value[1].len - 6;
+
+    if (rcf->journal.len == 0
+        || ngx_strlchr(rcf->journal.data,
+                       rcf->journal.data + rcf->journal.len, ' '))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid Redis stream \"%V\": "
+                           "expected redis:KEY", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "wait=", 5) == 0) {
+            n = ngx_atoi(value[i].data + 5, value[i].len - 5);
+            if (n == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid number of replicas \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rcf->journal_wait = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "wait_timeout=", 13) == 0) {
+            s.data = value[i].data + 13;
+            s.len = value[i].len - 13;
+
+            ms = ngx_parse_time(&s, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid wait timeout \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rcf->journal_wait_timeout = ms;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_http_hookstream_journal(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -666,11 +863,18 @@ ngx_http_hookstream_journal(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_t  *value, s;
     ngx_uint_t  i;
 
-    if (hmcf->journal_path.data) {
+    if (hmcf->journal_path.data
+        || (hmcf->redis && hmcf->redis->journal.len))
+    {
         return "is duplicate";
     }
 
     value = cf->args->elts;
+
+    if (value[1].len >= 6 && ngx_strncmp(value[1].data, "redis:", 6) == 0) {
+        return ngx_http_hookstream_journal_redis(cf, hmcf);
+    }
+
     hmcf->journal_path = value[1];
 
     if (ngx_conf_full_name(cf->cycle, &hmcf->journal_path, 0) != NGX_OK) {
@@ -1015,6 +1219,15 @@ ngx_http_hookstream_init_process(ngx_cycle_t *cycle)
         }
     }
 
+    if (hmcf->redis && hmcf->redis->url.len && hmcf->shm_zone) {
+        if (ngx_hookstream_redis_init_process(cycle, hmcf->redis,
+                                              hmcf->shm_zone->data)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
     return NGX_OK;
 }
 
@@ -1032,4 +1245,6 @@ ngx_http_hookstream_exit_process(ngx_cycle_t *cycle)
     if (hmcf->journal) {
         ngx_hookstream_journal_exit_process(cycle, hmcf->journal);
     }
+
+    ngx_hookstream_redis_exit_process(cycle);
 }

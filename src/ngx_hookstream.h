@@ -26,6 +26,7 @@ typedef struct ngx_hookstream_directory_s  ngx_hookstream_directory_t;
 typedef struct ngx_hookstream_shctx_s      ngx_hookstream_shctx_t;
 typedef struct ngx_hookstream_stats_s      ngx_hookstream_stats_t;
 typedef struct ngx_hookstream_journal_s    ngx_hookstream_journal_t;
+typedef struct ngx_hookstream_redis_conf_s ngx_hookstream_redis_conf_t;
 typedef struct ngx_http_hookstream_ws_s    ngx_http_hookstream_ws_t;
 
 
@@ -53,6 +54,8 @@ typedef struct {
     ngx_flag_t                   journal_fsync;
     size_t                       journal_segment;
     ngx_hookstream_journal_t    *journal;
+
+    ngx_hookstream_redis_conf_t *redis;
 
     ngx_uint_t                   auth_cache_max;
 
@@ -160,6 +163,7 @@ u_char *ngx_hookstream_random_hex(u_char *dst, size_t bytes);
 #include "ngx_hookstream_ws_parse.h"
 #include "ngx_hookstream_broker.h"
 #include "ngx_hookstream_journal.h"
+#include "ngx_hookstream_redis.h"
 #include "ngx_hookstream_auth.h"
 #include "ngx_hookstream_ingest.h"
 #include "ngx_hookstream_ws.h"

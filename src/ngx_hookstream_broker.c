@@ -55,6 +55,7 @@ typedef struct {
     uint64_t                     topic_id;
     uint64_t                     next;       /* the topic's next record */
     ngx_hookstream_shtopic_t    *topic;      /* valid unless dead */
+    ngx_hookstream_rid_t         rid;        /* from Redis, or none */
     time_t                       time;
     uint32_t                     size;       /* the whole record, aligned */
     uint32_t                     len;        /* the envelope */
@@ -72,6 +73,8 @@ struct ngx_hookstream_shtopic_s {
     uint64_t                     last_seq;
     uint64_t                     first;      /* the oldest record kept */
     uint64_t                     last;       /* the newest record kept */
+    ngx_hookstream_rid_t         last_rid;   /* the newest Redis id */
+    ngx_hookstream_rid_t         evicted_rid; /* the newest one evicted */
     ngx_uint_t                   nmsgs;
     ngx_uint_t                   nsubs;      /* in all workers */
     ngx_uint_t                   conns;      /* in all workers */
@@ -127,6 +130,12 @@ typedef struct {
     ngx_uint_t                   subscribers;
     ngx_uint_t                   connections;
 
+    /* Redis: this host has every message published after redis_floor,
+     * once redis_live; redis_gen counts the subscriptions */
+    ngx_hookstream_rid_t         redis_floor;
+    uint64_t                     redis_gen;
+    ngx_uint_t                   redis_live;
+
     ngx_str_t                    name;       /* copied into the zone */
 } ngx_hookstream_broker_sh_t;
 
@@ -152,6 +161,7 @@ typedef struct {
     ngx_hookstream_buf_t        *buf;
     u_char                      *pos;        /* the envelope */
     uint64_t                     seq;
+    ngx_hookstream_rid_t         rid;
     size_t                       len;
     size_t                       type_len;
     size_t                       channel_len;
@@ -202,6 +212,14 @@ static void ngx_hookstream_broker_evict_tail(ngx_hookstream_shctx_t *sh,
     ngx_hookstream_shtopic_t *keep, ngx_log_t *log);
 static void ngx_hookstream_broker_drop_all(ngx_hookstream_broker_sh_t *b,
     ngx_log_t *log);
+static ngx_int_t ngx_hookstream_broker_store(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_pub_t *pub, ngx_hookstream_rid_t *rid, ngx_uint_t count,
+    time_t age, uint64_t *seq, ngx_log_t *log);
+static ngx_int_t ngx_hookstream_broker_subscribe_redis(
+    ngx_hookstream_shctx_t *sh, ngx_hookstream_sub_t *sub,
+    ngx_hookstream_topic_t *lt, ngx_str_t *cursor);
+static void ngx_hookstream_broker_redis_cursor(ngx_hookstream_broker_sh_t *b,
+    ngx_hookstream_shtopic_t *t, ngx_hookstream_rid_t *rid);
 static ngx_int_t ngx_hookstream_broker_check(ngx_hookstream_shtopic_t *t,
     uint64_t c);
 static ngx_int_t ngx_hookstream_broker_copy(ngx_hookstream_rec_t *rec,
@@ -294,6 +312,10 @@ ngx_hookstream_broker_init_zone(ngx_hookstream_shctx_t *sh,
 
     b->size = size;
     b->max_record = (size / 4) & ~((uint64_t) 7);
+
+    /* not known until a subscriber connection to Redis says */
+    b->redis_floor.ms = (uint64_t) -1;
+    b->redis_floor.seq = (uint64_t) -1;
 
     b->name.data = ngx_slab_alloc(shpool, shm_zone->shm.name.len);
     if (b->name.data == NULL) {
@@ -485,6 +507,39 @@ ngx_hookstream_broker_publish(ngx_hookstream_shctx_t *sh,
     ngx_hookstream_pub_t *pub, ngx_uint_t count, time_t age, uint64_t *seq,
     ngx_log_t *log)
 {
+    /*
+     * An org's message goes out through Redis when it is configured: it
+     * comes back to this host, as to every other, from the subscriber
+     * connection.  Redis unreachable: this host's subscribers still get
+     * it, with a cursor of this zone.
+     */
+
+    if (ngx_hookstream_redis_publish(pub, count, log) == NGX_OK) {
+        if (seq) {
+            *seq = 0;
+        }
+
+        return NGX_OK;
+    }
+
+    return ngx_hookstream_broker_store(sh, pub, NULL, count, age, seq, log);
+}
+
+
+ngx_int_t
+ngx_hookstream_broker_publish_rid(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_pub_t *pub, ngx_hookstream_rid_t *rid, ngx_uint_t count,
+    ngx_log_t *log)
+{
+    return ngx_hookstream_broker_store(sh, pub, rid, count, 0, NULL, log);
+}
+
+
+static ngx_int_t
+ngx_hookstream_broker_store(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_pub_t *pub, ngx_hookstream_rid_t *rid, ngx_uint_t count,
+    time_t age, uint64_t *seq, ngx_log_t *log)
+{
     u_char                      *p, cursor[NGX_HOOKSTREAM_CURSOR_LEN];
     size_t                       fixed, len, clen;
     time_t                       now;
@@ -558,6 +613,13 @@ ngx_hookstream_broker_publish(ngx_hookstream_shctx_t *sh,
         }
     }
 
+    if (rid && ngx_hookstream_rid_cmp(rid, &t->last_rid) <= 0) {
+        /* seen already: a reload's two subscribers, or a re-read */
+        ngx_hookstream_broker_reclaim(sh, t);
+        ngx_shmtx_unlock(&sh->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
     t->age = age;
 
     ngx_hookstream_broker_evict_age(b, t, now);
@@ -567,8 +629,13 @@ ngx_hookstream_broker_publish(ngx_hookstream_shctx_t *sh,
         b->evicted_count++;
     }
 
-    clen = ngx_sprintf(cursor, "%xL-%uL", sh->epoch, t->last_seq + 1)
-           - cursor;
+    if (rid) {
+        clen = ngx_sprintf(cursor, "%uL-%uL", rid->ms, rid->seq) - cursor;
+
+    } else {
+        clen = ngx_sprintf(cursor, "%xL-%uL", sh->epoch, t->last_seq + 1)
+               - cursor;
+    }
 
     len = fixed + clen;
     need = ngx_align(sizeof(ngx_hookstream_rec_t) + len + pub->key.len, 8);
@@ -599,6 +666,16 @@ ngx_hookstream_broker_publish(ngx_hookstream_shctx_t *sh,
     rec->next = NGX_HOOKSTREAM_POS_NONE;
     rec->topic = t;
     rec->time = now;
+
+    if (rid) {
+        rec->rid = *rid;
+        t->last_rid = *rid;
+
+    } else {
+        rec->rid.ms = 0;
+        rec->rid.seq = 0;
+    }
+
     rec->size = (uint32_t) need;
     rec->len = (uint32_t) len;
     rec->type_len = (uint16_t) pub->type.len;
@@ -734,6 +811,22 @@ ngx_hookstream_broker_subscribe(ngx_hookstream_shctx_t *sh,
         return NGX_ERROR;
     }
 
+    if (ngx_hookstream_redis_topic(topic)) {
+        ngx_queue_insert_tail(&lt->subs, &sub->queue);
+        sub->topic = lt;
+        sub->last_seq = t->last_seq;
+        sub->rid = t->last_rid;
+
+        lt->nsubs++;
+        lt->holder->nsubs++;
+        t->nsubs++;
+        b->subscribers++;
+
+        ngx_shmtx_unlock(&sh->shpool->mutex);
+
+        return ngx_hookstream_broker_subscribe_redis(sh, sub, lt, cursor);
+    }
+
     ngx_hookstream_broker_evict_age(b, t, ngx_time());
 
     if (cursor && cursor->len && rc == NGX_OK) {
@@ -783,7 +876,9 @@ ngx_hookstream_broker_replay(ngx_hookstream_shctx_t *sh,
 {
     uint64_t                     c, seen;
     ngx_int_t                    rc;
+    ngx_str_t                    name;
     ngx_uint_t                   n;
+    ngx_hookstream_rid_t         rid;
     ngx_hookstream_item_t       *items;
     ngx_hookstream_topic_t      *lt;
     ngx_hookstream_worker_t     *w;
@@ -805,6 +900,21 @@ ngx_hookstream_broker_replay(ngx_hookstream_shctx_t *sh,
 
     if (cursor == NULL || cursor->len == 0) {
         return NGX_OK;
+    }
+
+    name.data = lt->sh->name;
+    name.len = lt->sh->len;
+
+    if (ngx_hookstream_redis_topic(&name)) {
+
+        if (ngx_hookstream_rid_parse(cursor->data, cursor->len, &rid)
+            != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+
+        /* what was delivered up to now is offered again from Redis */
+        return ngx_hookstream_redis_resume(sub, &name, &rid, 1);
     }
 
     if (ngx_hookstream_broker_parse_cursor(sh, cursor, &c) != NGX_OK) {
@@ -865,8 +975,13 @@ ngx_hookstream_broker_unsubscribe(ngx_hookstream_sub_t *sub)
 
     ngx_queue_remove(&sub->queue);
     sub->topic = NULL;
+    sub->pending = 0;
 
     lt->nsubs--;
+
+    if (sub->redis) {
+        ngx_hookstream_redis_forget(sub);
+    }
 
     w = ngx_hookstream_worker;
 
@@ -913,6 +1028,16 @@ ngx_hookstream_broker_cursor(ngx_hookstream_shctx_t *sh, ngx_str_t *topic,
     t = ngx_hookstream_broker_lookup(b, topic,
                                      ngx_crc32_short(topic->data,
                                                      topic->len));
+
+    if (ngx_hookstream_redis_topic(topic)) {
+        ngx_hookstream_rid_t  rid;
+
+        ngx_hookstream_broker_redis_cursor(b, t, &rid);
+
+        ngx_shmtx_unlock(&sh->shpool->mutex);
+
+        return ngx_sprintf(buf, "%uL-%uL", rid.ms, rid.seq);
+    }
 
     /* a topic that does not exist yet will start above the floor */
     seq = t ? t->last_seq : b->seq_floor;
@@ -1316,6 +1441,10 @@ ngx_hookstream_broker_evict_oldest(ngx_hookstream_broker_sh_t *b,
     rec = ngx_hookstream_rec(b, t->first);
     rec->flags |= NGX_HOOKSTREAM_REC_DEAD;
 
+    if (!ngx_hookstream_rid_null(&rec->rid)) {
+        t->evicted_rid = rec->rid;
+    }
+
     t->nmsgs--;
     b->messages--;
 
@@ -1476,6 +1605,7 @@ ngx_hookstream_broker_copy(ngx_hookstream_rec_t *rec,
     it->buf = buf;
     it->pos = buf->start;
     it->seq = rec->seq;
+    it->rid = rec->rid;
     it->len = rec->len;
     it->type_len = rec->type_len;
     it->channel_len = rec->channel_len;
@@ -1562,6 +1692,10 @@ ngx_hookstream_broker_deliver_replay(ngx_hookstream_worker_t *w,
             sub->last_seq = msg.seq;
         }
 
+        if (ngx_hookstream_rid_cmp(&msg.rid, &sub->rid) > 0) {
+            sub->rid = msg.rid;
+        }
+
         sub->deliver(sub, &msg);
 
         ngx_hookstream_buf_unref(items[i].buf);
@@ -1613,6 +1747,8 @@ ngx_hookstream_broker_msg(ngx_hookstream_item_t *it,
     msg->key.len = it->key_len;
 
     msg->buf = it->buf;
+    msg->rid = it->rid;
+    msg->replay_channel = NULL;
     msg->replay = 0;
 }
 
@@ -1946,11 +2082,21 @@ ngx_hookstream_broker_fanout_deliver(ngx_hookstream_worker_t *w,
 
         sub = ngx_queue_data(q, ngx_hookstream_sub_t, queue);
 
-        if (msg.seq <= sub->last_seq) {
+        if (msg.seq <= sub->last_seq || sub->pending) {
             continue;
         }
 
         sub->last_seq = msg.seq;
+
+        if (!ngx_hookstream_rid_null(&msg.rid)) {
+            if (ngx_hookstream_rid_cmp(&msg.rid, &sub->rid) <= 0) {
+                /* a Redis read gave it to this subscriber already */
+                continue;
+            }
+
+            sub->rid = msg.rid;
+        }
+
         sub->deliver(sub, &msg);
     }
 
@@ -2007,4 +2153,405 @@ ngx_hookstream_broker_poll_arm(ngx_hookstream_worker_t *w)
     }
 
     ngx_add_timer(&w->poll, timer);
+}
+
+
+/* Redis */
+
+
+static ngx_int_t
+ngx_hookstream_broker_subscribe_redis(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_sub_t *sub, ngx_hookstream_topic_t *lt, ngx_str_t *cursor)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    name;
+    ngx_uint_t                   live;
+    ngx_hookstream_rid_t         rid, current;
+    ngx_hookstream_broker_sh_t  *b;
+
+    if (cursor == NULL || cursor->len == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_hookstream_rid_parse(cursor->data, cursor->len, &rid) != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    b = sh->broker;
+
+    ngx_shmtx_lock(&sh->shpool->mutex);
+
+    ngx_hookstream_broker_redis_cursor(b, lt->sh, &current);
+    live = b->redis_live;
+
+    /*
+     * The current cursor of a host that is subscribed: nothing after it
+     * was missed, live delivery is exact.  Anything else is read from
+     * Redis first, with the subscriber held back from live delivery.
+     */
+
+    if (live && ngx_hookstream_rid_cmp(&rid, &current) == 0) {
+        ngx_shmtx_unlock(&sh->shpool->mutex);
+        return NGX_OK;
+    }
+
+    sub->pending = 1;
+    sub->rid = rid;
+
+    ngx_shmtx_unlock(&sh->shpool->mutex);
+
+    name.data = lt->sh->name;
+    name.len = lt->sh->len;
+
+    rc = ngx_hookstream_redis_resume(sub, &name, &rid, 0);
+
+    if (rc != NGX_OK) {
+        ngx_hookstream_broker_go_live(sh, sub);
+        return rc;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the cursor a Redis topic is at, as far as this host knows */
+
+static void
+ngx_hookstream_broker_redis_cursor(ngx_hookstream_broker_sh_t *b,
+    ngx_hookstream_shtopic_t *t, ngx_hookstream_rid_t *rid)
+{
+    ngx_time_t  *tp;
+    ngx_uint_t   known;
+
+    known = (b->redis_floor.ms != (uint64_t) -1);
+
+    if (t && !ngx_hookstream_rid_null(&t->last_rid)
+        && (!known || ngx_hookstream_rid_cmp(&t->last_rid, &b->redis_floor)
+                      > 0))
+    {
+        *rid = t->last_rid;
+        return;
+    }
+
+    if (known) {
+        *rid = b->redis_floor;
+        return;
+    }
+
+    /* never subscribed yet: the clock, which Redis ids follow */
+
+    tp = ngx_timeofday();
+
+    rid->ms = (uint64_t) tp->sec * 1000 + tp->msec;
+    rid->seq = 0;
+}
+
+
+/*
+ * After a Redis read delivered a pending subscriber everything up to
+ * sub->rid: goes live if the ring has nothing after it, or if this
+ * host has been subscribed throughout (gen) so that the topic's kept
+ * messages after sub->rid are complete: those are delivered now.
+ * NGX_AGAIN: read from Redis again.
+ */
+
+ngx_int_t
+ngx_hookstream_broker_catch_up(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_sub_t *sub, uint64_t gen)
+{
+    uint64_t                     pos;
+    ngx_uint_t                   n;
+    ngx_hookstream_rec_t        *rec;
+    ngx_hookstream_item_t       *items;
+    ngx_hookstream_topic_t      *lt;
+    ngx_hookstream_worker_t     *w;
+    ngx_hookstream_shtopic_t    *t;
+    ngx_hookstream_broker_sh_t  *b;
+
+    w = ngx_hookstream_broker_worker(sh);
+    lt = sub->topic;
+
+    if (w == NULL || lt == NULL) {
+        return NGX_ERROR;
+    }
+
+    b = sh->broker;
+    t = lt->sh;
+    items = NULL;
+    n = 0;
+
+    ngx_shmtx_lock(&sh->shpool->mutex);
+
+    if (ngx_hookstream_rid_cmp(&t->last_rid, &sub->rid) <= 0) {
+        goto live;
+    }
+
+    if (!b->redis_live || b->redis_gen != gen
+        || ngx_hookstream_rid_cmp(&t->evicted_rid, &sub->rid) > 0)
+    {
+        ngx_shmtx_unlock(&sh->shpool->mutex);
+        return NGX_AGAIN;
+    }
+
+    items = ngx_alloc(t->nmsgs * sizeof(ngx_hookstream_item_t), sub->log);
+    if (items == NULL) {
+        ngx_shmtx_unlock(&sh->shpool->mutex);
+        return NGX_ERROR;
+    }
+
+    for (pos = t->first; pos != NGX_HOOKSTREAM_POS_NONE; pos = rec->next) {
+        rec = ngx_hookstream_rec(b, pos);
+
+        if (ngx_hookstream_rid_null(&rec->rid)
+            || ngx_hookstream_rid_cmp(&rec->rid, &sub->rid) <= 0)
+        {
+            continue;
+        }
+
+        if (ngx_hookstream_broker_copy(rec, &items[n], sub->log) != NGX_OK) {
+            ngx_hookstream_broker_free_items(items, n);
+            ngx_free(items);
+            ngx_shmtx_unlock(&sh->shpool->mutex);
+            return NGX_ERROR;
+        }
+
+        items[n].topic = NULL;
+        n++;
+    }
+
+live:
+
+    sub->last_seq = t->last_seq;
+    sub->pending = 0;
+
+    ngx_shmtx_unlock(&sh->shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_CORE, sub->log, 0,
+                   "hookstream redis catch-up last:%uL ring:%ui",
+                   sub->last_seq, n);
+
+    if (n) {
+        (void) ngx_hookstream_broker_deliver_replay(w, sub, items, n, 0);
+
+    } else if (items) {
+        ngx_free(items);
+    }
+
+    return NGX_OK;
+}
+
+
+/* a pending subscriber that cannot be caught up: live from now on */
+
+void
+ngx_hookstream_broker_go_live(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_sub_t *sub)
+{
+    ngx_hookstream_shtopic_t  *t;
+
+    if (sub->topic == NULL) {
+        return;
+    }
+
+    t = sub->topic->sh;
+
+    ngx_shmtx_lock(&sh->shpool->mutex);
+
+    sub->last_seq = t->last_seq;
+
+    if (ngx_hookstream_rid_cmp(&t->last_rid, &sub->rid) > 0) {
+        sub->rid = t->last_rid;
+    }
+
+    sub->pending = 0;
+
+    ngx_shmtx_unlock(&sh->shpool->mutex);
+}
+
+
+void
+ngx_hookstream_broker_redis_state(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_rid_t *floor, uint64_t *gen, ngx_uint_t *live)
+{
+    ngx_hookstream_broker_sh_t  *b;
+
+    b = sh->broker;
+
+    ngx_shmtx_lock(&sh->shpool->mutex);
+
+    if (floor) {
+        *floor = b->redis_floor;
+    }
+
+    if (gen) {
+        *gen = b->redis_gen;
+    }
+
+    if (live) {
+        *live = b->redis_live;
+    }
+
+    ngx_shmtx_unlock(&sh->shpool->mutex);
+}
+
+
+/* the subscriber connection: went down (live 0), or is subscribed and
+ * has read what it missed (live 1, floor: the time it subscribed) */
+
+void
+ngx_hookstream_broker_redis_live(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_rid_t *floor, ngx_uint_t live)
+{
+    ngx_hookstream_broker_sh_t  *b;
+
+    b = sh->broker;
+
+    ngx_shmtx_lock(&sh->shpool->mutex);
+
+    if (live) {
+        if (floor) {
+            b->redis_floor = *floor;
+        }
+
+        b->redis_gen++;
+    }
+
+    b->redis_live = live;
+
+    ngx_shmtx_unlock(&sh->shpool->mutex);
+}
+
+
+/* the Redis topics with subscribers on this host, each with the id to
+ * read from after a gap */
+
+ngx_int_t
+ngx_hookstream_broker_redis_topics(ngx_hookstream_shctx_t *sh,
+    ngx_array_t *topics, ngx_pool_t *pool)
+{
+    ngx_str_t                      name;
+    ngx_rbtree_node_t             *node, *root, *sentinel;
+    ngx_hookstream_shtopic_t      *t;
+    ngx_hookstream_broker_sh_t    *b;
+    ngx_hookstream_redis_topic_t  *rt;
+
+    b = sh->broker;
+
+    ngx_shmtx_lock(&sh->shpool->mutex);
+
+    sentinel = b->rbtree.sentinel;
+    root = b->rbtree.root;
+
+    if (root == sentinel) {
+        goto done;
+    }
+
+    for (node = ngx_rbtree_min(root, sentinel);
+         node;
+         node = ngx_rbtree_next(&b->rbtree, node))
+    {
+        t = (ngx_hookstream_shtopic_t *) node;
+
+        name.data = t->name;
+        name.len = t->len;
+
+        if (t->nsubs == 0 || !ngx_hookstream_redis_topic(&name)) {
+            continue;
+        }
+
+        if (b->redis_floor.ms == (uint64_t) -1
+            && ngx_hookstream_rid_null(&t->last_rid))
+        {
+            /* nothing known to read from */
+            continue;
+        }
+
+        rt = ngx_array_push(topics);
+        if (rt == NULL) {
+            goto failed;
+        }
+
+        rt->topic.data = ngx_pstrdup(pool, &name);
+        if (rt->topic.data == NULL) {
+            goto failed;
+        }
+
+        rt->topic.len = name.len;
+
+        ngx_hookstream_broker_redis_cursor(b, t, &rt->from);
+    }
+
+done:
+
+    ngx_shmtx_unlock(&sh->shpool->mutex);
+
+    return NGX_OK;
+
+failed:
+
+    ngx_shmtx_unlock(&sh->shpool->mutex);
+
+    return NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_hookstream_rid_parse(u_char *p, size_t len, ngx_hookstream_rid_t *rid)
+{
+    u_char    *last;
+    uint64_t   v[2];
+    ngx_uint_t i, digits;
+
+    last = p + len;
+
+    for (i = 0; i < 2; i++) {
+        v[i] = 0;
+        digits = 0;
+
+        for ( /* void */ ; p < last && *p >= '0' && *p <= '9'; p++) {
+            if (v[i] > ((uint64_t) -1 - (*p - '0')) / 10) {
+                return NGX_DECLINED;
+            }
+
+            v[i] = v[i] * 10 + (*p - '0');
+            digits++;
+        }
+
+        if (digits == 0) {
+            return NGX_DECLINED;
+        }
+
+        if (i == 0) {
+            if (p == last || *p != '-') {
+                return NGX_DECLINED;
+            }
+
+            p++;
+        }
+    }
+
+    if (p != last) {
+        return NGX_DECLINED;
+    }
+
+    rid->ms = v[0];
+    rid->seq = v[1];
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_hookstream_rid_cmp(ngx_hookstream_rid_t *a, ngx_hookstream_rid_t *b)
+{
+    if (a->ms != b->ms) {
+        return (a->ms < b->ms) ? -1 : 1;
+    }
+
+    if (a->seq != b->seq) {
+        return (a->seq < b->seq) ? -1 : 1;
+    }
+
+    return 0;
 }

@@ -27,6 +27,18 @@ typedef struct ngx_hookstream_sub_s       ngx_hookstream_sub_t;
 typedef struct ngx_hookstream_topic_s     ngx_hookstream_topic_t;
 
 
+/*
+ * A Redis stream id ("<ms>-<seq>"): the cursor of a topic that goes
+ * through Redis (see docs/broker.md, "Past one host").  All zero: none.
+ */
+typedef struct {
+    uint64_t                  ms;
+    uint64_t                  seq;
+} ngx_hookstream_rid_t;
+
+#define ngx_hookstream_rid_null(r)  ((r)->ms == 0 && (r)->seq == 0)
+
+
 /* what a publisher hands over; every string is copied by publish */
 typedef struct {
     ngx_str_t                 topic;    /* "org_<hex>" or a session id */
@@ -47,6 +59,9 @@ typedef struct {
     ngx_str_t                 key;
     ngx_hookstream_buf_t     *buf;      /* the JSON envelope, with headroom;
                                            take a ref to keep it */
+    ngx_hookstream_rid_t      rid;      /* its Redis stream id, or none */
+    ngx_str_t                *replay_channel; /* a replay read from Redis:
+                                           the channel that asked */
     unsigned                  replay:1; /* re-offered by a cursor replay:
                                            seq <= the sub's last_seq */
 } ngx_hookstream_msg_t;
@@ -54,6 +69,7 @@ typedef struct {
 
 typedef void (*ngx_hookstream_deliver_pt)(ngx_hookstream_sub_t *sub,
     ngx_hookstream_msg_t *msg);
+typedef void (*ngx_hookstream_reset_pt)(ngx_hookstream_sub_t *sub);
 
 
 struct ngx_hookstream_sub_s {
@@ -61,8 +77,18 @@ struct ngx_hookstream_sub_s {
     ngx_hookstream_topic_t   *topic;    /* broker-private */
     uint64_t                  last_seq; /* the last seq delivered */
     ngx_hookstream_deliver_pt deliver;
+    ngx_hookstream_reset_pt   reset;    /* a resume that went through
+                                           Redis failed: may be NULL */
     void                     *data;
     ngx_log_t                *log;
+    ngx_hookstream_rid_t      rid;      /* the last Redis id delivered */
+    ngx_str_t                *replay_channel; /* set by the caller of
+                                           replay(): handed back in the
+                                           messages of a replay read
+                                           from Redis (a copy) */
+    void                     *redis;    /* Redis reads in flight */
+    unsigned                  pending:1; /* held back until a Redis
+                                           read caught it up */
 };
 
 
@@ -153,6 +179,37 @@ typedef struct {
 
 void ngx_hookstream_broker_stats(ngx_hookstream_shctx_t *sh,
     ngx_hookstream_broker_stats_t *st);
+
+
+/*
+ * Between the broker and the Redis bridge (ngx_hookstream_redis.c).
+ * publish_rid() stores a message that came from Redis under its stream
+ * id: NGX_DECLINED when the topic already has that id or a later one.
+ */
+ngx_int_t ngx_hookstream_broker_publish_rid(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_pub_t *pub, ngx_hookstream_rid_t *rid, ngx_uint_t count,
+    ngx_log_t *log);
+ngx_int_t ngx_hookstream_broker_catch_up(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_sub_t *sub, uint64_t gen);
+void ngx_hookstream_broker_go_live(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_sub_t *sub);
+void ngx_hookstream_broker_redis_state(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_rid_t *floor, uint64_t *gen, ngx_uint_t *live);
+void ngx_hookstream_broker_redis_live(ngx_hookstream_shctx_t *sh,
+    ngx_hookstream_rid_t *floor, ngx_uint_t live);
+
+typedef struct {
+    ngx_str_t                 topic;
+    ngx_hookstream_rid_t      from;
+} ngx_hookstream_redis_topic_t;
+
+ngx_int_t ngx_hookstream_broker_redis_topics(ngx_hookstream_shctx_t *sh,
+    ngx_array_t *topics, ngx_pool_t *pool);
+
+ngx_int_t ngx_hookstream_rid_parse(u_char *p, size_t len,
+    ngx_hookstream_rid_t *rid);
+ngx_int_t ngx_hookstream_rid_cmp(ngx_hookstream_rid_t *a,
+    ngx_hookstream_rid_t *b);
 
 
 /* between the broker and the wakeup channel */

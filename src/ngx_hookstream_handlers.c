@@ -87,8 +87,17 @@ static u_char *ngx_http_hookstream_json_string(u_char *p, ngx_str_t *s);
 static ngx_int_t ngx_http_hookstream_headers_json(ngx_http_request_t *r,
     ngx_str_t *out);
 
+/* the answer of a publish, sent once Redis has the messages */
+typedef struct {
+    ngx_http_request_t          *request;
+    ngx_uint_t                   status;
+    ngx_str_t                    body;
+} ngx_http_hookstream_publish_answer_t;
+
+
 static ngx_int_t ngx_http_hookstream_publish_handler(ngx_http_request_t *r);
 static void ngx_http_hookstream_publish_body(ngx_http_request_t *r);
+static void ngx_http_hookstream_publish_synced(void *data);
 static const char *ngx_http_hookstream_publish_one(ngx_http_request_t *r,
     ngx_str_t *line);
 
@@ -102,6 +111,7 @@ static ngx_int_t ngx_http_hookstream_stream_ping(ngx_http_hookstream_ws_t *ws);
 static void ngx_http_hookstream_stream_cleanup(ngx_http_hookstream_ws_t *ws);
 static void ngx_http_hookstream_stream_deliver(ngx_hookstream_sub_t *sub,
     ngx_hookstream_msg_t *msg);
+static void ngx_http_hookstream_stream_sub_reset(ngx_hookstream_sub_t *sub);
 static ngx_int_t ngx_http_hookstream_stream_reply(
     ngx_http_hookstream_stream_ctx_t *ctx, const char *type,
     ngx_str_t *channel);
@@ -1137,12 +1147,13 @@ ngx_http_hookstream_publish_handler(ngx_http_request_t *r)
 static void
 ngx_http_hookstream_publish_body(ngx_http_request_t *r)
 {
-    u_char       *p, *last, *start, *eol;
-    size_t        len;
-    ngx_str_t     body, line, out;
-    ngx_uint_t    n, published, nerr;
-    const char   *err;
-    u_char       *errs, *e;
+    u_char                                *p, *last, *start, *eol;
+    size_t                                 len;
+    ngx_str_t                              body, line, out;
+    ngx_uint_t                             n, published, nerr, status;
+    const char                            *err;
+    u_char                                *errs, *e;
+    ngx_http_hookstream_publish_answer_t  *pa;
 
     if (ngx_http_hookstream_read_body(r, &body) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -1233,10 +1244,52 @@ ngx_http_hookstream_publish_body(ngx_http_request_t *r)
                           published, (size_t) (e - errs), errs)
               - out.data;
 
+    status = (published || nerr == 0) ? NGX_HTTP_OK : NGX_HTTP_BAD_REQUEST;
+
+    if (published) {
+        /*
+         * Through Redis: the answer waits until Redis has the messages,
+         * so that a publisher's next request comes after them.
+         */
+
+        pa = ngx_palloc(r->pool, sizeof(ngx_http_hookstream_publish_answer_t));
+        if (pa == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        pa->request = r;
+        pa->status = status;
+        pa->body = out;
+
+        if (ngx_hookstream_redis_sync(ngx_http_hookstream_publish_synced, pa,
+                                      r->connection->log)
+            == NGX_OK)
+        {
+            return;
+        }
+    }
+
     ngx_http_finalize_request(r,
-        ngx_http_hookstream_send_json(r,
-            (published || nerr == 0) ? NGX_HTTP_OK : NGX_HTTP_BAD_REQUEST,
-            &out));
+                              ngx_http_hookstream_send_json(r, status, &out));
+}
+
+
+static void
+ngx_http_hookstream_publish_synced(void *data)
+{
+    ngx_http_hookstream_publish_answer_t *pa = data;
+
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = pa->request;
+    c = r->connection;
+
+    ngx_http_finalize_request(r,
+        ngx_http_hookstream_send_json(r, pa->status, &pa->body));
+
+    ngx_http_run_posted_requests(c);
 }
 
 
@@ -1485,6 +1538,7 @@ ngx_http_hookstream_stream_open(ngx_http_request_t *r, ngx_str_t *topic,
     u_char                            *p;
     ngx_int_t                          rc;
     ngx_str_t                          cursor, arg;
+    ngx_uint_t                         redis;
     ngx_hookstream_shctx_t            *sh;
     ngx_http_hookstream_ws_t          *ws;
     ngx_http_hookstream_loc_conf_t    *hlcf;
@@ -1521,6 +1575,34 @@ ngx_http_hookstream_stream_open(ngx_http_request_t *r, ngx_str_t *topic,
     /* from here on the cleanup handler gives the connection count back */
     ctx->counted = (flags & NGX_HOOKSTREAM_STREAM_COUNTED) ? 1 : 0;
 
+    ctx->sub.deliver = ngx_http_hookstream_stream_deliver;
+    ctx->sub.reset = ngx_http_hookstream_stream_sub_reset;
+    ctx->sub.data = ctx;
+    ctx->sub.log = r->connection->log;
+
+    if (ngx_http_arg(r, (u_char *) "cursor", 6, &arg) != NGX_OK) {
+        arg.len = 0;
+    }
+
+    redis = ngx_hookstream_redis_topic(&ctx->topic);
+
+    if (redis) {
+        /*
+         * Through Redis nothing is delivered from inside subscribe (a
+         * resume is read from Redis first), so the subscriber is linked
+         * before the welcome's cursor is taken: nothing falls between.
+         */
+        rc = ngx_hookstream_broker_subscribe(sh, &ctx->sub, &ctx->topic,
+                                             arg.len ? &arg : NULL);
+
+        if (rc != NGX_ERROR) {
+            ctx->subscribed = 1;
+        }
+
+    } else {
+        rc = NGX_OK;
+    }
+
     /* the welcome's cursor is where live delivery starts */
 
     p = ngx_hookstream_broker_cursor(sh, &ctx->topic, buf);
@@ -1548,26 +1630,22 @@ ngx_http_hookstream_stream_open(ngx_http_request_t *r, ngx_str_t *topic,
         }
     }
 
-    ctx->sub.deliver = ngx_http_hookstream_stream_deliver;
-    ctx->sub.data = ctx;
-    ctx->sub.log = r->connection->log;
-
     /* resume from the client's cursor, else from the welcome's */
 
-    ctx->replaying = 1;
+    if (!redis) {
+        ctx->replaying = 1;
 
-    if (ngx_http_arg(r, (u_char *) "cursor", 6, &arg) == NGX_OK
-        && arg.len)
-    {
-        rc = ngx_hookstream_broker_subscribe(sh, &ctx->sub, &ctx->topic,
-                                             &arg);
+        if (arg.len) {
+            rc = ngx_hookstream_broker_subscribe(sh, &ctx->sub, &ctx->topic,
+                                                 &arg);
 
-    } else {
-        rc = ngx_hookstream_broker_subscribe(sh, &ctx->sub, &ctx->topic,
-                                             &cursor);
+        } else {
+            rc = ngx_hookstream_broker_subscribe(sh, &ctx->sub, &ctx->topic,
+                                                 &cursor);
+        }
+
+        ctx->replaying = 0;
     }
-
-    ctx->replaying = 0;
 
     if (rc == NGX_ERROR) {
         ngx_http_hookstream_ws_close(ws, NGX_HOOKSTREAM_CLOSE_INTERNAL,
@@ -1588,10 +1666,25 @@ ngx_http_hookstream_stream_open(ngx_http_request_t *r, ngx_str_t *topic,
 }
 
 
+/* a resume read from Redis could not be honoured */
+
+static void
+ngx_http_hookstream_stream_sub_reset(ngx_hookstream_sub_t *sub)
+{
+    ngx_http_hookstream_stream_ctx_t  *ctx;
+
+    ctx = sub->data;
+
+    (void) ngx_http_hookstream_stream_reset(ctx,
+                                  "the cursor is no longer buffered");
+}
+
+
 static void
 ngx_http_hookstream_stream_deliver(ngx_hookstream_sub_t *sub,
     ngx_hookstream_msg_t *msg)
 {
+    ngx_str_t                         *ch;
     ngx_uint_t                         i;
     ngx_http_hookstream_stream_ctx_t  *ctx;
 
@@ -1609,8 +1702,9 @@ ngx_http_hookstream_stream_deliver(ngx_hookstream_sub_t *sub,
     if (msg->replay) {
         /* offered again by a cursor in a subscribe: for that channel only */
 
-        if (ctx->replay == NULL
-            || !ngx_http_hookstream_channel_match(ctx->replay, msg))
+        ch = msg->replay_channel ? msg->replay_channel : ctx->replay;
+
+        if (ch == NULL || !ngx_http_hookstream_channel_match(ch, msg))
         {
             return;
         }
@@ -1819,10 +1913,12 @@ ngx_http_hookstream_stream_message(ngx_http_hookstream_ws_t *ws,
         sh = ws->shctx;
 
         ctx->replay = &ctx->channels[i];
+        ctx->sub.replay_channel = ctx->replay;
         ctx->replaying = 1;
         rc = ngx_hookstream_broker_replay(sh, &ctx->sub, &cursor);
         ctx->replaying = 0;
         ctx->replay = NULL;
+        ctx->sub.replay_channel = NULL;
 
         if (rc == NGX_DECLINED) {
             rc = ngx_http_hookstream_stream_reset(ctx,

@@ -44,6 +44,10 @@ static void ngx_hookstream_dedup_insert_value(ngx_rbtree_node_t *temp,
 static ngx_int_t ngx_hookstream_event_build(ngx_hookstream_event_t *ev);
 static void ngx_hookstream_event_stored(ngx_hookstream_journal_req_t *req);
 static void ngx_hookstream_event_publish(ngx_hookstream_event_t *ev);
+static ngx_int_t ngx_hookstream_event_pub(ngx_hookstream_event_t *ev,
+    ngx_hookstream_pub_t *pub);
+static ngx_int_t ngx_hookstream_event_sync(ngx_hookstream_event_t *ev);
+static void ngx_hookstream_event_synced(void *data);
 
 
 ngx_hookstream_event_t *
@@ -94,7 +98,8 @@ ngx_int_t
 ngx_hookstream_ingest(ngx_hookstream_event_t *ev,
     ngx_http_hookstream_main_conf_t *hmcf)
 {
-    ngx_int_t  rc;
+    ngx_int_t             rc;
+    ngx_hookstream_pub_t  pub;
 
     ev->shctx = hmcf->shm_zone ? hmcf->shm_zone->data : NULL;
 
@@ -128,12 +133,45 @@ ngx_hookstream_ingest(ngx_hookstream_event_t *ev,
         return NGX_ERROR;
     }
 
+    if (hmcf->redis && hmcf->redis->journal.len) {
+        /* the pipeline on Redis: stored and published by one script,
+         * acked once it (and WAIT) answered */
+        ev->durable = 1;
+
+        rc = ngx_hookstream_event_pub(ev, &pub);
+
+        if (rc == NGX_ERROR
+            || ngx_hookstream_redis_append(&ev->record, ev->id,
+                                           rc == NGX_OK ? &pub : NULL,
+                                           ev->buffer_count, &ev->req,
+                                           ev->log)
+               != NGX_OK)
+        {
+            if (rc == NGX_OK) {
+                ngx_free(pub.data.data);
+            }
+
+            ngx_hookstream_stat_add(ev->shctx, events_not_stored, 1);
+            ngx_hookstream_dedup_forget(ev);
+            ev->rc = NGX_ERROR;
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            ev->published = ngx_hookstream_redis_topic(&pub.topic);
+            ngx_free(pub.data.data);
+        }
+
+        return NGX_AGAIN;
+    }
+
     if (hmcf->journal == NULL) {
         /* an explicit choice of the operator: events are not kept */
         ev->rc = NGX_OK;
         ev->durable = 0;
         ngx_hookstream_event_publish(ev);
-        return NGX_OK;
+
+        return ngx_hookstream_event_sync(ev);
     }
 
     ev->durable = 1;
@@ -161,10 +199,49 @@ ngx_hookstream_event_stored(ngx_hookstream_journal_req_t *req)
     if (ev->rc == NGX_OK) {
         ngx_hookstream_event_publish(ev);
 
+        if (ngx_hookstream_event_sync(ev) == NGX_AGAIN) {
+            return;
+        }
+
     } else {
         ngx_hookstream_stat_add(ev->shctx, events_not_stored, 1);
         ngx_hookstream_dedup_forget(ev);
     }
+
+    if (ev->handler) {
+        ev->handler(ev);
+    }
+
+    ngx_hookstream_event_free(ev);
+}
+
+
+/*
+ * An org's event published through Redis after the journal (not with
+ * it): the ack waits until Redis has it, so that events acked one after
+ * the other are in that order on every host.  NGX_AGAIN: the handler
+ * runs then.
+ */
+
+static ngx_int_t
+ngx_hookstream_event_sync(ngx_hookstream_event_t *ev)
+{
+    if (ev->published || ev->test || !ngx_hookstream_redis_topic(&ev->org_id)
+        || ngx_hookstream_redis_sync(ngx_hookstream_event_synced, ev,
+                                     ev->log)
+           != NGX_OK)
+    {
+        return NGX_OK;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_hookstream_event_synced(void *data)
+{
+    ngx_hookstream_event_t  *ev = data;
 
     if (ev->handler) {
         ev->handler(ev);
@@ -260,14 +337,37 @@ ngx_hookstream_event_build(ngx_hookstream_event_t *ev)
 static void
 ngx_hookstream_event_publish(ngx_hookstream_event_t *ev)
 {
-    u_char                *p, *data;
-    size_t                 len;
-    ngx_hookstream_pub_t   pub;
+    ngx_hookstream_pub_t  pub;
 
     ngx_hookstream_stat_add(ev->shctx, events_ingested, 1);
 
-    if (ev->shctx == NULL || ev->org_id.len == 0) {
+    if (ev->published) {
+        /* with its record, by the Redis journal */
         return;
+    }
+
+    if (ngx_hookstream_event_pub(ev, &pub) != NGX_OK) {
+        return;
+    }
+
+    (void) ngx_hookstream_broker_publish(ev->shctx, &pub, ev->buffer_count,
+                                         ev->buffer_age, NULL, ev->log);
+
+    ngx_free(pub.data.data);
+}
+
+
+/* the message of an event; pub->data is allocated, the caller frees it */
+
+static ngx_int_t
+ngx_hookstream_event_pub(ngx_hookstream_event_t *ev,
+    ngx_hookstream_pub_t *pub)
+{
+    u_char  *p, *data;
+    size_t   len;
+
+    if (ev->shctx == NULL || ev->org_id.len == 0) {
+        return NGX_DECLINED;
     }
 
     len = sizeof("{\"id\":\"\",\"source_id\":\"\",\"method\":\"\","
@@ -285,7 +385,7 @@ ngx_hookstream_event_publish(ngx_hookstream_event_t *ev)
 
     data = ngx_alloc(len, ev->log);
     if (data == NULL) {
-        return;
+        return NGX_ERROR;
     }
 
     p = ngx_sprintf(data, "{\"id\":\"%*s\",\"source_id\":\"%V\","
@@ -309,24 +409,21 @@ ngx_hookstream_event_publish(ngx_hookstream_event_t *ev)
 
     *p++ = '}';
 
-    pub.topic = ev->org_id;
-    ngx_str_set(&pub.type, "event");
-    pub.data.data = data;
-    pub.data.len = p - data;
+    pub->topic = ev->org_id;
+    ngx_str_set(&pub->type, "event");
+    pub->data.data = data;
+    pub->data.len = p - data;
 
     if (ev->test) {
-        ngx_str_set(&pub.channel, "test");
-        ngx_str_null(&pub.key);
+        ngx_str_set(&pub->channel, "test");
+        ngx_str_null(&pub->key);
 
     } else {
-        ngx_str_set(&pub.channel, "events");
-        pub.key = ev->source_id;
+        ngx_str_set(&pub->channel, "events");
+        pub->key = ev->source_id;
     }
 
-    (void) ngx_hookstream_broker_publish(ev->shctx, &pub, ev->buffer_count,
-                                         ev->buffer_age, NULL, ev->log);
-
-    ngx_free(data);
+    return NGX_OK;
 }
 
 

@@ -74,6 +74,8 @@ struct ngx_hookstream_event_s {
     unsigned                         duplicate:1;
     unsigned                         durable:1;
     unsigned                         dedup:1;
+    unsigned                         published:1;  /* by the Redis
+                                                      journal's script */
 };
 
 

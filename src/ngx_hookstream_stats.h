@@ -19,6 +19,16 @@
 
 #define NGX_HOOKSTREAM_STATS_WORKERS   64
 #define NGX_HOOKSTREAM_FSYNC_BUCKETS   12
+#define NGX_HOOKSTREAM_REDIS_ERROR_LEN 160
+#define NGX_HOOKSTREAM_REDIS_PROCS     128
+
+
+/* one process's Redis connections; pid 0: a free entry */
+typedef struct {
+    ngx_atomic_t   pid;
+    ngx_atomic_t   connected;
+    ngx_atomic_t   subscribed;
+} ngx_hookstream_redis_proc_t;
 
 
 typedef enum {
@@ -58,6 +68,21 @@ struct ngx_hookstream_stats_s {
     ngx_atomic_t   journal_errors;
     ngx_atomic_t   fsync_us;            /* sum of fsync latencies */
     ngx_atomic_t   fsync_buckets[NGX_HOOKSTREAM_FSYNC_BUCKETS];
+
+    /* hookstream_redis: the gauges by process (those of a process that
+     * is gone are not counted), the counters; the last error is
+     * written and read under the zone's lock */
+    ngx_hookstream_redis_proc_t  redis_procs[NGX_HOOKSTREAM_REDIS_PROCS];
+    ngx_atomic_t   redis_reconnects;
+    ngx_atomic_t   redis_errors;
+    ngx_atomic_t   redis_published;
+    ngx_atomic_t   redis_received;
+    ngx_atomic_t   redis_recovered;
+    ngx_atomic_t   redis_local;
+    ngx_atomic_t   redis_journal;
+    time_t         redis_error_time;
+    size_t         redis_error_len;
+    u_char         redis_error[NGX_HOOKSTREAM_REDIS_ERROR_LEN];
 };
 
 

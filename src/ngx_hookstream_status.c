@@ -10,7 +10,7 @@
 #include "ngx_hookstream.h"
 
 
-#define NGX_HOOKSTREAM_STATUS_SIZE  8192
+#define NGX_HOOKSTREAM_STATUS_SIZE  16384
 
 
 typedef struct {
@@ -19,6 +19,10 @@ typedef struct {
 } ngx_hookstream_endpoint_name_t;
 
 
+static u_char *ngx_http_hookstream_status_redis_json(u_char *p,
+    ngx_hookstream_shctx_t *sh);
+static u_char *ngx_http_hookstream_status_redis_text(u_char *p,
+    ngx_hookstream_shctx_t *sh);
 static u_char *ngx_http_hookstream_status_json(u_char *p,
     ngx_hookstream_shctx_t *sh, ngx_hookstream_stats_t *st,
     ngx_hookstream_broker_stats_t *bs, ngx_hookstream_authcache_stats_t *as);
@@ -241,6 +245,93 @@ ngx_http_hookstream_status_wants_text(ngx_http_request_t *r)
 }
 
 
+/* "redis": the health of this host's connections to Redis */
+
+static u_char *
+ngx_http_hookstream_status_redis_json(u_char *p, ngx_hookstream_shctx_t *sh)
+{
+    ngx_hookstream_redis_health_t  h;
+    u_char                         err[NGX_HOOKSTREAM_REDIS_ERROR_LEN];
+
+    ngx_hookstream_redis_health(sh, &h, err, sizeof(err));
+
+    if (!h.configured) {
+        return ngx_sprintf(p, ",\"redis\":null");
+    }
+
+    p = ngx_sprintf(p, ",\"redis\":{\"connected\":%ui,\"subscribed\":%ui,"
+                    "\"reconnects\":%uL,\"errors\":%uL,"
+                    "\"published\":%uL,\"received\":%uL,"
+                    "\"recovered\":%uL,\"published_locally\":%uL,"
+                    "\"journal_records\":%uL,\"last_error\":",
+                    h.connected, h.subscribed, h.reconnects, h.errors,
+                    h.published, h.received, h.recovered, h.local,
+                    h.journal);
+
+    if (h.error.len == 0) {
+        return ngx_sprintf(p, "null,\"last_error_at\":null}");
+    }
+
+    *p++ = '"';
+    p = ngx_hookstream_json_escape(p, h.error.data, h.error.len);
+    *p++ = '"';
+
+    p = ngx_sprintf(p, ",\"last_error_at\":\"");
+    p = ngx_hookstream_time_rfc3339(p, (ngx_msec_t) h.error_time * 1000);
+
+    return ngx_sprintf(p, "\"}");
+}
+
+
+static u_char *
+ngx_http_hookstream_status_redis_text(u_char *p, ngx_hookstream_shctx_t *sh)
+{
+    ngx_hookstream_redis_health_t  h;
+    u_char                         err[NGX_HOOKSTREAM_REDIS_ERROR_LEN];
+
+    ngx_hookstream_redis_health(sh, &h, err, sizeof(err));
+
+    if (!h.configured) {
+        return p;
+    }
+
+    return ngx_sprintf(p, "# HELP hookstream_redis_connections Connections "
+                       "to Redis that are up, over the workers.\n"
+                       "# TYPE hookstream_redis_connections gauge\n"
+                       "hookstream_redis_connections %ui\n"
+                       "# HELP hookstream_redis_subscribed Subscriber "
+                       "connections of this host.\n"
+                       "# TYPE hookstream_redis_subscribed gauge\n"
+                       "hookstream_redis_subscribed %ui\n"
+                       "# HELP hookstream_redis_reconnects_total Connection "
+                       "attempts after the first.\n"
+                       "# TYPE hookstream_redis_reconnects_total counter\n"
+                       "hookstream_redis_reconnects_total %uL\n"
+                       "# HELP hookstream_redis_errors_total Redis errors.\n"
+                       "# TYPE hookstream_redis_errors_total counter\n"
+                       "hookstream_redis_errors_total %uL\n"
+                       "# HELP hookstream_redis_messages_total Messages, "
+                       "by way.\n"
+                       "# TYPE hookstream_redis_messages_total counter\n"
+                       "hookstream_redis_messages_total{way=\"published\"} "
+                       "%uL\n"
+                       "hookstream_redis_messages_total{way=\"received\"} "
+                       "%uL\n"
+                       "hookstream_redis_messages_total{way=\"recovered\"} "
+                       "%uL\n"
+                       "hookstream_redis_messages_total{way=\"local\"} "
+                       "%uL\n"
+                       "# HELP hookstream_redis_journal_records_total "
+                       "Events added to the Redis journal.\n"
+                       "# TYPE hookstream_redis_journal_records_total "
+                       "counter\n"
+                       "hookstream_redis_journal_records_total %uL\n",
+                       h.connected, h.subscribed, h.reconnects, h.errors,
+                       h.published, h.received, h.recovered, h.local,
+                       h.journal);
+}
+
+
 static u_char *
 ngx_http_hookstream_status_json(u_char *p, ngx_hookstream_shctx_t *sh,
     ngx_hookstream_stats_t *st, ngx_hookstream_broker_stats_t *bs,
@@ -328,6 +419,8 @@ ngx_http_hookstream_status_json(u_char *p, ngx_hookstream_shctx_t *sh,
                     bs->ring_size, bs->ring_used, bs->evicted_count,
                     bs->evicted_age, bs->evicted_memory, bs->topics,
                     bs->subscribers);
+
+    p = ngx_http_hookstream_status_redis_json(p, sh);
 
     p = ngx_sprintf(p, ",\"test_sessions\":{\"live\":%ui}}\n",
                     ngx_hookstream_sessions_live(sh));
@@ -474,6 +567,8 @@ ngx_http_hookstream_status_prometheus(u_char *p, ngx_hookstream_shctx_t *sh,
                     bs->ring_size, bs->ring_used, bs->evicted_count,
                     bs->evicted_age, bs->evicted_memory, bs->messages,
                     ngx_hookstream_sessions_live(sh));
+
+    p = ngx_http_hookstream_status_redis_text(p, sh);
 
     return p;
 }

@@ -3,10 +3,11 @@
 # "build", "test" and "bench" name the sets the Makefile uses.
 set -euo pipefail
 
-build_pkgs="nginx-dev libcjson-dev libssl-dev libpcre2-dev zlib1g-dev gcc make"
+build_pkgs="nginx-dev libcjson-dev libssl-dev libpcre2-dev zlib1g-dev
+            libhiredis-dev gcc make"
 test_pkgs="nginx-core libtest-base-perl libprotocol-websocket-perl
            libio-socket-ssl-perl openssl curl python3-websockets
-           clang libclang-rt-14-dev chromium"
+           clang libclang-rt-14-dev chromium redis-server"
 bench_pkgs="libnginx-mod-nchan gnuplot-nox perl"
 
 want=""

@@ -44,6 +44,8 @@ our @EXPORT = qw(
 
     free_port wait_for_port start_process stop_process wait_until
 
+    start_instance stop_instance
+
     sha256_hex random_hex make_api_key directory_json
     encode_json decode_json json_match json_ok
 
@@ -68,6 +70,7 @@ my @SNIPPET_HELPERS = qw(
     start_nginx stop_nginx restart_nginx reload_nginx nginx_running
     master_pid worker_pids kill_worker kill_nginx signal_nginx nginx_cmd
     write_data_file free_port wait_for_port start_process stop_process
+    start_instance stop_instance
     wait_until sha256_hex random_hex make_api_key directory_json
     encode_json decode_json json_match json_ok
 );
@@ -102,6 +105,7 @@ my %Run = (
 
 my @Port_locks;
 my %Processes;
+my %Instances;
 
 sub import {
     my $class = shift;
@@ -738,9 +742,13 @@ sub _conf_text {
         $conf .= "user $user $group;\n";
     }
 
+    my $port = $s{port} // $Env{port};
+    my $tls_port = $s{tls_port} // $Env{tls_port};
+    my $daemon = $s{daemon} // 'on';
+
     $conf .= "worker_processes $workers;\n";
     $conf .= "worker_rlimit_nofile $Env{nofile};\n" if $Env{nofile};
-    $conf .= "daemon on;\n"
+    $conf .= "daemon $daemon;\n"
              . "master_process on;\n"
              . "error_log logs/error.log $Opt{log_level};\n"
              . "pid logs/nginx.pid;\n"
@@ -769,8 +777,8 @@ EOF
 
     $conf .= <<"EOF";
     server {
-        listen 127.0.0.1:$Env{port};
-        listen 127.0.0.1:$Env{tls_port} ssl;
+        listen 127.0.0.1:$port;
+        listen 127.0.0.1:$tls_port ssl;
         server_name localhost;
 
         ssl_certificate $Env{cert};
@@ -869,6 +877,75 @@ sub nginx_cmd {
     }
 
     return ($? >> 8, _slurp_from($out, 0));
+}
+
+# start_instance($name, %sections): another nginx of this file, with its
+# own prefix (<root>/instance-<name>), ports and configuration, made from
+# the sections given (config, http_config, main_config, events_config,
+# workers; the current block's by default) the way the test server's is.
+# It runs in the foreground under start_process, so it is stopped at the
+# end at the latest; its error log is checked like the test server's.
+# Returns { name, port, tls_port, prefix, pid, error_log }, or undef if it
+# did not start.
+sub start_instance {
+    my ($name, %s) = @_;
+
+    _init_env();
+
+    die "start_instance: bad name '$name'\n" if $name !~ /^[a-z0-9_-]+$/;
+
+    stop_instance($Instances{$name}) if $Instances{$name};
+
+    my $prefix = "$Env{prefix}/instance-$name";
+
+    for my $d (qw(conf logs html data tmp)) {
+        make_path("$prefix/$d");
+    }
+
+    my %sec = (%{ $Run{sections} }, %s);
+    $sec{port} = free_port();
+    $sec{tls_port} = free_port();
+    $sec{daemon} = 'off';
+
+    my $conf = _conf_text(%sec);
+
+    open my $fh, '>', "$prefix/conf/nginx.conf"
+        or die "open $prefix/conf/nginx.conf: $!\n";
+    print {$fh} $conf;
+    close $fh or die "write $prefix/conf/nginx.conf: $!\n";
+
+    my %san = _sanitizer_env();
+    local @ENV{keys %san} = values %san;
+
+    my $pid = start_process([_nginx_bin(), '-p', "$prefix/", '-c',
+                             'conf/nginx.conf'],
+                            wait_port => $sec{port},
+                            log => "$prefix/logs/stderr.log");
+
+    return undef if !$pid;
+
+    my $inst = {
+        name      => $name,
+        port      => $sec{port},
+        tls_port  => $sec{tls_port},
+        prefix    => $prefix,
+        pid       => $pid,
+        error_log => "$prefix/logs/error.log",
+    };
+
+    $Instances{$name} = $inst;
+
+    return $inst;
+}
+
+# stop_instance($inst): a fast stop (TERM) of an instance
+sub stop_instance {
+    my ($inst) = @_;
+
+    return if !$inst || !$Instances{$inst->{name}};
+
+    stop_process($inst->{pid});
+    $inst->{stopped} = 1;
 }
 
 # start_nginx(): start the server on the current configuration; returns
@@ -1652,6 +1729,14 @@ sub _check_logs {
     my ($block, $name, %o) = @_;
 
     my $text = $Run{out_text} . error_log_text();
+
+    # other instances: what they logged since the last check
+    for my $inst (values %Instances) {
+        my $f = $inst->{error_log};
+        $text .= _slurp_from($f, $inst->{log_off} // 0);
+        $inst->{log_off} = -s $f // 0;
+    }
+
     my @lines = split /\n/, $text;
 
     if (!$o{no_patterns}) {
