@@ -149,9 +149,11 @@ struct ngx_hookstream_topic_s {
     ngx_queue_t                  subs;
     ngx_queue_t                 *next;       /* the fan-out's next sub */
     uint64_t                     last_seq;   /* the last seq fanned out */
+    uint64_t                     lap_seq;    /* where a reset resumes */
     ngx_uint_t                   nsubs;
     ngx_uint_t                   conns;
     ngx_uint_t                   refs;       /* messages in flight */
+    unsigned                     lapped:1;   /* subscribers owe a reset */
 };
 
 
@@ -193,6 +195,7 @@ typedef struct {
     ngx_event_t                  fanout;
     ngx_event_t                  poll;
     ngx_log_t                   *log;
+    unsigned                     lapped:1;   /* fell a whole ring behind */
 } ngx_hookstream_worker_t;
 
 
@@ -249,6 +252,7 @@ static ngx_hookstream_worker_t *ngx_hookstream_broker_worker(
     ngx_hookstream_shctx_t *sh);
 
 static void ngx_hookstream_broker_fanout_handler(ngx_event_t *ev);
+static void ngx_hookstream_broker_lap_reset(ngx_hookstream_worker_t *w);
 static ngx_uint_t ngx_hookstream_broker_fanout_collect(
     ngx_hookstream_worker_t *w, ngx_hookstream_item_t *items,
     ngx_uint_t *more);
@@ -1937,6 +1941,10 @@ ngx_hookstream_broker_fanout_handler(ngx_event_t *ev)
 
         n = ngx_hookstream_broker_fanout_collect(w, items, &more);
 
+        if (w->lapped) {
+            ngx_hookstream_broker_lap_reset(w);
+        }
+
         for (i = 0; i < n; i++) {
             ngx_hookstream_broker_fanout_deliver(w, &items[i]);
         }
@@ -1953,6 +1961,55 @@ ngx_hookstream_broker_fanout_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * After a lap: every subscriber of a lapped topic that had not yet been
+ * given what was current at the lap gets a reset, once.  Resets only
+ * queue a frame, so no subscriber goes away under this loop.
+ */
+
+static void
+ngx_hookstream_broker_lap_reset(ngx_hookstream_worker_t *w)
+{
+    ngx_queue_t             *q;
+    ngx_rbtree_node_t       *node;
+    ngx_hookstream_sub_t    *sub;
+    ngx_hookstream_topic_t  *lt;
+
+    w->lapped = 0;
+
+    for (node = ngx_rbtree_min(w->rbtree.root, w->rbtree.sentinel);
+         node;
+         node = ngx_rbtree_next(&w->rbtree, node))
+    {
+        lt = (ngx_hookstream_topic_t *) node;
+
+        if (!lt->lapped) {
+            continue;
+        }
+
+        lt->lapped = 0;
+
+        for (q = ngx_queue_head(&lt->subs);
+             q != ngx_queue_sentinel(&lt->subs);
+             q = ngx_queue_next(q))
+        {
+            sub = ngx_queue_data(q, ngx_hookstream_sub_t, queue);
+
+            if (sub->last_seq >= lt->lap_seq || sub->pending) {
+                /* up to date, or still reading its resume from Redis */
+                continue;
+            }
+
+            sub->last_seq = lt->lap_seq;
+
+            if (sub->reset) {
+                sub->reset(sub);
+            }
+        }
+    }
+}
+
+
 static ngx_uint_t
 ngx_hookstream_broker_fanout_collect(ngx_hookstream_worker_t *w,
     ngx_hookstream_item_t *items, ngx_uint_t *more)
@@ -1961,6 +2018,7 @@ ngx_hookstream_broker_fanout_collect(ngx_hookstream_worker_t *w,
     uint64_t                     room;
     ngx_uint_t                   n;
     ngx_hookstream_rec_t        *rec;
+    ngx_rbtree_node_t           *node;
     ngx_hookstream_topic_t      *lt;
     ngx_hookstream_broker_sh_t  *b;
 
@@ -1987,9 +2045,28 @@ ngx_hookstream_broker_fanout_collect(ngx_hookstream_worker_t *w,
         ngx_log_error(NGX_LOG_WARN, w->log, 0,
                       "hookstream zone \"%V\": this worker fell %uL bytes "
                       "behind the message ring, its subscribers missed "
-                      "messages", &b->name, b->tail - w->rpos);
+                      "messages and are sent a reset", &b->name,
+                      b->tail - w->rpos);
 
         w->rpos = b->tail;
+
+        /*
+         * What is left of the ring comes too late to be a stream without
+         * a gap: each local topic's subscribers get a reset, and live
+         * delivery goes on after what is current now.
+         */
+
+        for (node = ngx_rbtree_min(w->rbtree.root, w->rbtree.sentinel);
+             node;
+             node = ngx_rbtree_next(&w->rbtree, node))
+        {
+            lt = (ngx_hookstream_topic_t *) node;
+            lt->lap_seq = lt->sh->last_seq;
+            lt->last_seq = ngx_max(lt->last_seq, lt->lap_seq);
+            lt->lapped = 1;
+        }
+
+        w->lapped = 1;
     }
 
     while (w->rpos < b->head) {

@@ -28,7 +28,8 @@ our ($org1, $org2, $key1, $key2) = ($ORG1, $ORG2, $KEY1, $KEY2);
 
 
 # publishes messages $from .. $to to an org as NDJSON, $per lines a request;
-# data is {"n":N,"pad":"..."} with $pad bytes of padding
+# data is {"n":N,"pad":"..."} with $pad bytes of padding; via => sub
+# ($body) returning a response sends the requests another way
 sub publish {
     my (%o) = @_;
 
@@ -45,8 +46,9 @@ sub publish {
             . qq("data":{"n":$_,"pad":"$pad"}}\n)
         } $i .. $last;
 
-        my $r = http_post('/internal/publish', $body,
-                          port => $ENV{TEST_NGINX_PORT2}, timeout => 20);
+        my $r = $o{via} ? $o{via}->($body)
+                : http_post('/internal/publish', $body,
+                            port => $ENV{TEST_NGINX_PORT2}, timeout => 20);
         my $j = $r->json;
 
         if (!$r->status || $r->status != 200 || !$j
@@ -574,3 +576,131 @@ exited on signal 9
 --- no_error_log
 [error]
 [warn]
+
+
+
+=== TEST 8: a worker that falls a whole ring behind resets its dashboards
+--- workers: 2
+--- http_config
+hookstream_zone hookstream 512k;
+hookstream_directory $TEST_NGINX_DATA_DIR/dir.json;
+hookstream_send_queue 8m;
+server {
+    listen 127.0.0.1:$TEST_NGINX_PORT2 reuseport;
+    location /v1/ws { hookstream_stream; }
+    location = /pid { return 200 $pid; }
+    location /internal/publish {
+        client_max_body_size 4m;
+        hookstream_publish;
+    }
+}
+--- config
+location /t { return 204; }
+--- user_files eval
+[ ['dir.json', $ENV{TEST_NGINX_DIRJSON}] ]
+--- allow_error_log
+fell
+--- ws
+use IO::Socket::INET;
+use IO::Select;
+
+my @c = map { (main::dashboard($main::key1))[0] } 1 .. 20;
+
+# one keep-alive HTTP connection, so every publish reaches one worker: the
+# other one is stopped while 600 messages of 2k go round its ring 5 times
+my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$ENV{TEST_NGINX_PORT2}",
+                              Timeout => 5) or die "connect: $!";
+my $buf = '';
+
+my $request = sub {
+    my ($method, $uri, $body) = @_;
+
+    $body //= '';
+    print $s "$method $uri HTTP/1.1\r\nHost: localhost\r\n"
+             . "Content-Length: " . length($body) . "\r\n\r\n$body";
+
+    my $sel = IO::Select->new($s);
+    my $deadline = time + 20;
+
+    for (;;) {
+        if ($buf =~ /^HTTP\/1\.1 (\d+)[^\r]*\r\n(.*?)\r\n\r\n/s) {
+            my ($status, $head, $hlen) = ($1, $2, $+[0]);
+            my ($len) = $head =~ /content-length:\s*(\d+)/i;
+
+            if (length($buf) >= $hlen + ($len // 0)) {
+                my $b = substr($buf, $hlen, $len // 0);
+                $buf = substr($buf, $hlen + ($len // 0));
+                return bless { status => $status, body => $b },
+                             'main::Raw';
+            }
+        }
+
+        return bless { status => 0, body => '' }, 'main::Raw'
+            if time > $deadline || !$sel->can_read(1);
+
+        sysread($s, $buf, 65536, length $buf) or last;
+    }
+
+    return bless { status => 0, body => '' }, 'main::Raw';
+};
+
+package main::Raw {
+    sub status { $_[0]{status} }
+    sub json { my $j = eval { JSON::PP::decode_json($_[0]{body}) }; $j }
+    sub dump { "$_[0]{status} $_[0]{body}" }
+}
+
+my $pub_pid = $request->('GET', '/pid')->{body};
+my ($stopped) = grep { $_ != $pub_pid } worker_pids();
+ok $pub_pid && $stopped, "publishing through $pub_pid, stopping $stopped";
+
+kill 'STOP', $stopped;
+
+my $via = sub { $request->('POST', '/internal/publish', $_[0]) };
+
+ok main::publish(org => $main::org1, from => 1, to => 600, per => 10,
+                 pad => 2000, via => $via),
+   'published 600 messages of 2k';
+
+kill 'CONT', $stopped;
+
+# the stopped worker catches up with its wakeups and its poll
+sleep 1.5;
+
+ok main::publish(org => $main::org1, from => 601, to => 605, via => $via),
+   'published 5 more';
+
+my ($whole, $reset) = (0, 0);
+
+for my $i (0 .. $#c) {
+    # up to the last message, 605 (a reset dashboard gets fewer)
+    my $got = [];
+
+    while (!@$got || $got->[-1][0] != 605) {
+        my $more = main::receive($c[$i], 1, 5);
+        last if !@$more;
+        push @$got, @$more;
+    }
+    my @other = grep { $_->{type} ne 'ping' } @{ $c[$i]{other} // [] };
+
+    if (!@other) {
+        main::in_order($got, 1, 605, "dashboard $i: all 605, in order");
+        $whole++;
+        next;
+    }
+
+    $reset++;
+
+    is $other[0]{type}, 'reset', "dashboard $i: a reset";
+    like $other[0]{data}{cursor} // '', qr/^[0-9a-f]+-\d+$/,
+         "dashboard $i: the reset has a cursor";
+
+    # nothing from before the lap, then everything live after it
+    main::in_order($got, 601, 605, "dashboard $i: then 601 to 605");
+}
+
+ok $whole, "$whole dashboards of the running worker got everything";
+ok $reset, "$reset dashboards of the stopped worker were reset";
+
+like error_log_text(), qr/\[warn\] .*fell \d+ bytes behind the message ring/,
+     'the lap is logged';
