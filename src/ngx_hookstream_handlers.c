@@ -406,13 +406,28 @@ ngx_http_hookstream_source_message(ngx_http_hookstream_ws_t *ws,
 
     cJSON_Delete(json);
 
-    ev = ngx_hookstream_event_create(len + type.len + key.len,
-                                     ws->connection->log);
+    /*
+     * The event may outlive the connection (the client goes away while
+     * the journal syncs): it keeps its own copies of the ids, and logs
+     * to the cycle's log.
+     */
+
+    ev = ngx_hookstream_event_create(len + type.len + key.len
+                                     + ctx->org_id.len + ctx->source_id.len,
+                                     ngx_cycle->log);
     if (ev == NULL) {
         return NGX_ERROR;
     }
 
     p = ngx_hookstream_event_storage(ev);
+
+    ev->org_id.data = p;
+    ev->org_id.len = ctx->org_id.len;
+    p = ngx_cpymem(p, ctx->org_id.data, ctx->org_id.len);
+
+    ev->source_id.data = p;
+    ev->source_id.len = ctx->source_id.len;
+    p = ngx_cpymem(p, ctx->source_id.data, ctx->source_id.len);
 
     ev->body.data = p;
     ev->body.len = len;
@@ -430,8 +445,6 @@ ngx_http_hookstream_source_message(ngx_http_hookstream_ws_t *ws,
         ngx_memcpy(p, key.data, key.len);
     }
 
-    ev->org_id = ctx->org_id;
-    ev->source_id = ctx->source_id;
     ngx_str_set(&ev->method, "WS");
     ev->buffer_count = ws->conf->buffer_count;
     ev->buffer_age = ws->conf->buffer_age;

@@ -260,3 +260,48 @@ sleep 0.2;
 my @r = grep { $_->{id} eq $out } $main::journal->(servroot() . "/journal");
 is scalar @r, 1, "the event is in the journal";
 is $r[0]{type}, 'order.created', "with its type";
+
+
+
+=== TEST 5: clients that leave before their events are synced
+--- http_config
+hookstream_zone hookstream 8m;
+hookstream_directory $TEST_NGINX_DATA_DIR/directory.json;
+hookstream_journal $TEST_NGINX_SERVER_ROOT/journal fsync=on;
+--- config
+location /v1/ws/source/ { hookstream_source; }
+location /v1/ws { hookstream_stream; }
+--- user_files eval
+">>> directory.json\n$ENV{TEST_NGINX_DIRECTORY_JSON}"
+--- ws
+# a dashboard sees the events that were stored after their connection
+# closed: each event carries its own ids, not its connection's
+my $d = ws_connect("/v1/ws?token=$main::key");
+ok $d->upgraded, "dashboard";
+my $w = $d->recv_json;
+is $w && $w->{type}, 'welcome', "welcome";
+
+for my $round (1 .. 20) {
+    my $c = ws_connect("/v1/ws/source/$main::src?token=$main::key");
+    $c->send_frames(map {
+        { opcode => OP_TEXT,
+          payload => qq({"type":"gone","data":{"r":$round,"n":$_}}) }
+    } 1 .. 50);
+    $c->disconnect;
+}
+
+my %seen;
+while (my $m = $d->recv_json(3)) {
+    next if $m->{type} ne 'event';
+    $seen{$m->{data}{source_id} // ''}++;
+}
+
+my $n = $seen{$main::src} // 0;
+ok $n > 0, "$n events of closed connections published";
+is scalar(keys %seen), 1, "all with the source's id";
+
+# what was stored is whole
+my @r = grep { ($_->{type} // '') eq 'gone' }
+        $main::journal->(servroot() . "/journal");
+ok !(grep { $_->{source_id} ne $main::src || $_->{org_id} ne $main::org }
+     @r), scalar(@r) . " records with the right ids";
