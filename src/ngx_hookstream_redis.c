@@ -117,14 +117,13 @@ typedef struct {
 } ngx_hookstream_redis_append_t;
 
 
-/* a run of the script: kept until answered, for EVAL after a NOSCRIPT */
+/* a run of the script: its arguments kept until answered */
 typedef struct {
     ngx_uint_t                      argc;
     const char                     *argv[NGX_HOOKSTREAM_REDIS_PUB_ARGS];
     size_t                          lens[NGX_HOOKSTREAM_REDIS_PUB_ARGS];
     ngx_log_t                      *log;
     ngx_hookstream_redis_append_t  *append;   /* with a journal record */
-    ngx_uint_t                      retried;
 } ngx_hookstream_redis_pub_t;
 
 
@@ -680,6 +679,15 @@ ngx_hookstream_redis_connect(ngx_hookstream_redis_conn_t *rc)
         return;
     }
 
+    if (rcf->path == NULL) {
+        /*
+         * TCP keepalive (hiredis: idle 15 s, then probes): a Redis that
+         * went silent without a reset, a partition, is noticed even by a
+         * connection with nothing to send, such as the subscriber.
+         */
+        (void) redisEnableKeepAlive(&ac->c);
+    }
+
     c = ngx_get_connection(ac->c.fd, rd->log);
     if (c == NULL) {
         redisAsyncFree(ac);
@@ -961,7 +969,7 @@ ngx_hookstream_redis_cleanup(void *data)
          * the new worker of slot 0 is subscribed already.
          */
 
-        if (!rd->exiting) {
+        if (!rd->exiting && !ngx_exiting && !ngx_quit && !ngx_terminate) {
             ngx_hookstream_broker_redis_live(rd->sh, NULL, 0);
         }
 
@@ -1237,7 +1245,6 @@ ngx_hookstream_redis_eval(ngx_hookstream_redis_t *rd,
     rp->argc = argc;
     rp->log = rd->log;
     rp->append = append;
-    rp->retried = 0;
 
     p = (u_char *) rp + sizeof(ngx_hookstream_redis_pub_t);
 
@@ -1316,21 +1323,16 @@ ngx_hookstream_redis_published(redisAsyncContext *ac, void *r, void *data)
     rd = ngx_hookstream_redis;
     a = rp->append;
 
-    if (reply && reply->type == REDIS_REPLY_ERROR && rd && !rp->retried
+    if (reply && reply->type == REDIS_REPLY_ERROR && rd
         && reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
     {
-        rp->retried = 1;
-        rp->argv[0] = "EVAL";
-        rp->lens[0] = 4;
-        rp->argv[1] = ngx_hookstream_redis_script;
-        rp->lens[1] = sizeof(ngx_hookstream_redis_script) - 1;
-
-        if (redisAsyncCommandArgv(ac, ngx_hookstream_redis_published, rp,
-                                  (int) rp->argc, rp->argv, rp->lens)
-            == REDIS_OK)
-        {
-            return;
-        }
+        /*
+         * The script was flushed from Redis.  Sending it again now would
+         * put this message behind the commands queued since (a WAIT,
+         * the PING an answer waits for): it fails like any error, and
+         * the commands from now on carry the script itself (EVAL).
+         */
+        rd->sha[0] = '\0';
     }
 
     if (a) {
