@@ -87,9 +87,14 @@ static u_char *ngx_http_hookstream_json_string(u_char *p, ngx_str_t *s);
 static ngx_int_t ngx_http_hookstream_headers_json(ngx_http_request_t *r,
     ngx_str_t *out);
 
-/* the answer of a publish, sent once Redis has the messages */
+/*
+ * The answer of a publish, sent once Redis has the messages.  It lives on
+ * the heap: a request that nginx ends meanwhile (worker_shutdown_timeout)
+ * leaves it with no request, and the answer is dropped.
+ */
 typedef struct {
     ngx_http_request_t          *request;
+    ngx_http_cleanup_t          *cleanup;
     ngx_uint_t                   status;
     ngx_str_t                    body;
 } ngx_http_hookstream_publish_answer_t;
@@ -98,6 +103,8 @@ typedef struct {
 static ngx_int_t ngx_http_hookstream_publish_handler(ngx_http_request_t *r);
 static void ngx_http_hookstream_publish_body(ngx_http_request_t *r);
 static void ngx_http_hookstream_publish_synced(void *data);
+static void ngx_http_hookstream_publish_detach(void *data);
+static void ngx_http_hookstream_ingest_detach(void *data);
 static const char *ngx_http_hookstream_publish_one(ngx_http_request_t *r,
     ngx_str_t *line);
 
@@ -709,6 +716,7 @@ ngx_http_hookstream_ingest_body(ngx_http_request_t *r)
     ngx_uint_t                        utf8;
     uint32_t                          state;
     ngx_table_elt_t                  *h;
+    ngx_http_cleanup_t               *cln;
     ngx_hookstream_event_t           *ev;
     ngx_http_hookstream_loc_conf_t   *hlcf;
     ngx_http_hookstream_main_conf_t  *hmcf;
@@ -723,6 +731,7 @@ ngx_http_hookstream_ingest_body(ngx_http_request_t *r)
 
     /* a test session is its own topic */
     org = id;
+    ngx_str_null(&headers);
 
     if ((!ngx_hookstream_session_valid_id(&id)
          && ngx_hookstream_directory_source(hmcf->directory, &id, &org)
@@ -785,7 +794,11 @@ ngx_http_hookstream_ingest_body(ngx_http_request_t *r)
         len += ngx_base64_encoded_length(body.len) + 16;
     }
 
-    ev = ngx_hookstream_event_create(len, r->connection->log);
+    /* what the event refers to is its own: it may outlive the request */
+
+    len += org.len + id.len;
+
+    ev = ngx_hookstream_event_create(len, ngx_cycle->log);
     if (ev == NULL) {
         cJSON_Delete(json);
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -861,14 +874,22 @@ ngx_http_hookstream_ingest_body(ngx_http_request_t *r)
     p = ngx_http_hookstream_json_string(p, &r->connection->addr_text);
     ev->source_ip.len = p - ev->source_ip.data;
 
-    ev->headers = headers;
+    ev->headers.data = p;
+    ev->headers.len = headers.len;
+    p = ngx_cpymem(p, headers.data, headers.len);
 
     ev->method.data = p;
     p = ngx_cpymem(p, r->method_name.data, r->method_name.len);
     ev->method.len = r->method_name.len;
 
-    ev->org_id = org;
-    ev->source_id = id;
+    ev->org_id.data = p;
+    ev->org_id.len = org.len;
+    p = ngx_cpymem(p, org.data, org.len);
+
+    ev->source_id.data = p;
+    ev->source_id.len = id.len;
+    ngx_memcpy(p, id.data, id.len);
+
     ev->http = 1;
     ev->buffer_count = hlcf->buffer_count;
     ev->buffer_age = hlcf->buffer_age;
@@ -882,10 +903,22 @@ ngx_http_hookstream_ingest_body(ngx_http_request_t *r)
     rc = ngx_hookstream_ingest(ev, hmcf);
 
     if (rc == NGX_AGAIN) {
-        /* the request waits for the journal */
+        /* the request waits for the journal, unless nginx ends it */
+
+        cln = ngx_http_cleanup_add(r, 0);
+        if (cln == NULL) {
+            /* the event is stored all the same */
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        cln->handler = ngx_http_hookstream_ingest_detach;
+        cln->data = ev;
+
         r->main->count++;
         ev->handler = ngx_http_hookstream_ingest_stored;
         ev->data = r;
+        ev->detach = cln;
         ngx_http_finalize_request(r, NGX_DONE);
         return;
     }
@@ -904,8 +937,21 @@ ngx_http_hookstream_ingest_stored(ngx_hookstream_event_t *ev)
     r = ev->data;
     c = r->connection;
 
+    ((ngx_http_cleanup_t *) ev->detach)->handler = NULL;
+
     ngx_http_finalize_request(r, ngx_http_hookstream_ingest_answer(r, ev));
     ngx_http_run_posted_requests(c);
+}
+
+
+/* nginx ended the request first: the event goes on without it */
+
+static void
+ngx_http_hookstream_ingest_detach(void *data)
+{
+    ngx_hookstream_event_t  *ev = data;
+
+    ev->handler = NULL;
 }
 
 
@@ -1265,8 +1311,16 @@ ngx_http_hookstream_publish_body(ngx_http_request_t *r)
          * so that a publisher's next request comes after them.
          */
 
-        pa = ngx_palloc(r->pool, sizeof(ngx_http_hookstream_publish_answer_t));
+        pa = ngx_alloc(sizeof(ngx_http_hookstream_publish_answer_t),
+                       r->connection->log);
         if (pa == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        pa->cleanup = ngx_http_cleanup_add(r, 0);
+        if (pa->cleanup == NULL) {
+            ngx_free(pa);
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
@@ -1276,11 +1330,15 @@ ngx_http_hookstream_publish_body(ngx_http_request_t *r)
         pa->body = out;
 
         if (ngx_hookstream_redis_sync(ngx_http_hookstream_publish_synced, pa,
-                                      r->connection->log)
+                                      ngx_cycle->log)
             == NGX_OK)
         {
+            pa->cleanup->handler = ngx_http_hookstream_publish_detach;
+            pa->cleanup->data = pa;
             return;
         }
+
+        ngx_free(pa);
     }
 
     ngx_http_finalize_request(r,
@@ -1297,12 +1355,31 @@ ngx_http_hookstream_publish_synced(void *data)
     ngx_http_request_t  *r;
 
     r = pa->request;
+
+    if (r == NULL) {
+        /* nginx ended the request meanwhile */
+        ngx_free(pa);
+        return;
+    }
+
+    pa->cleanup->handler = NULL;
     c = r->connection;
 
     ngx_http_finalize_request(r,
         ngx_http_hookstream_send_json(r, pa->status, &pa->body));
 
+    ngx_free(pa);
+
     ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_hookstream_publish_detach(void *data)
+{
+    ngx_http_hookstream_publish_answer_t *pa = data;
+
+    pa->request = NULL;
 }
 
 

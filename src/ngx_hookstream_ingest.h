@@ -36,6 +36,7 @@ struct ngx_hookstream_event_s {
 
     ngx_hookstream_stored_pt         handler;
     void                            *data;
+    void                            *detach;    /* the caller's own */
     ngx_log_t                       *log;
 
     ngx_hookstream_shctx_t          *shctx;
