@@ -1018,7 +1018,7 @@ machine() {
         "nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan \
         2>/dev/null || echo '?'), worker_processes 2 for both"
     echo "- hookstream at $(git -C "$root" rev-parse --short HEAD \
-        2>/dev/null || echo '?')$(git -C "$root" status --porcelain \
+        2>/dev/null || echo '?')$(git -C "$root" status --porcelain -uno \
         2>/dev/null | grep -q . && echo ' (with uncommitted changes)')"
     echo "- module $(sha256sum "$module" | cut -c1-12)," \
         "built $(date -r "$module" '+%Y-%m-%d %H:%M')"
