@@ -26,6 +26,9 @@
  *           authority's answers are cached), then connects/s and the
  *           time from connect() to 101 and to the first frame.
  *
+ * With -B ADDR:PORT the subscribers are spread over two servers (subscriber
+ * i on -a when i is even, on -B when odd); the publisher uses -a.
+ *
  * Each published message carries its send time (CLOCK_MONOTONIC, ns) and a
  * sequence number in its data: {"s":SEQ,"t":NS,"pad":"xxx..."}, padded to
  * the requested size.
@@ -139,6 +142,9 @@ typedef struct {
     struct in_addr  addr;
     int             port;
     char            host[64];
+    struct in_addr  addr_b;
+    int             port_b;
+    char            host_b[64];
     const char     *key;
     const char     *org;
     const char     *src;
@@ -237,6 +243,9 @@ static void out_append(conn_t *c, const char *p, size_t len);
 static void ws_frame(conn_t *c, int op, const char *p, size_t len);
 static void conn_flush(conn_t *c);
 static void conn_set_out(conn_t *c, int on);
+static int parse_target(char *host, struct in_addr *addr, int *port);
+static int on_b(conn_t *c);
+static const char *conn_host(conn_t *c);
 static int conn_open(conn_t *c);
 static void conn_close(conn_t *c, int code);
 static void conn_connected(conn_t *c);
@@ -282,6 +291,9 @@ usage(void)
     fprintf(stderr,
         "usage: hsload fanout|rate|idle|ingest|orgs|churn [options]\n"
         "  -a ADDR:PORT  target, 127.0.0.0/8 only (127.0.0.1:8080)\n"
+        "  -B ADDR:PORT  a second server: subscribers with an odd index\n"
+        "                connect to it, the others and the publisher to\n"
+        "                -a\n"
         "  -K KIND       hookstream | nchan (hookstream)\n"
         "  -k KEY        API key (hookstream)\n"
         "  -o ORG        org id the publisher publishes to (hookstream)\n"
@@ -636,6 +648,53 @@ conn_flush(conn_t *c)
 }
 
 
+/* "A.B.C.D:PORT" of 127.0.0.0/8 into addr and port; -1 if it is not */
+
+static int
+parse_target(char *host, struct in_addr *addr, int *port)
+{
+    char  *colon;
+    int    rc;
+
+    colon = strchr(host, ':');
+    if (colon == NULL) {
+        return -1;
+    }
+
+    *colon = '\0';
+    rc = inet_pton(AF_INET, host, addr);
+    *colon = ':';
+
+    if (rc != 1 || (ntohl(addr->s_addr) >> 24) != 127) {
+        return -1;
+    }
+
+    *port = atoi(colon + 1);
+
+    if (*port <= 0 || *port > 65535) {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* with -B, subscribers with an odd index go to the second server */
+
+static int
+on_b(conn_t *c)
+{
+    return hs.port_b != 0 && c->role == ROLE_SUB && (c->idx & 1);
+}
+
+
+static const char *
+conn_host(conn_t *c)
+{
+    return on_b(c) ? hs.host_b : hs.host;
+}
+
+
 static int
 conn_open(conn_t *c)
 {
@@ -666,8 +725,8 @@ conn_open(conn_t *c)
 
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
-    sa.sin_addr = hs.addr;
-    sa.sin_port = htons(hs.port);
+    sa.sin_addr = on_b(c) ? hs.addr_b : hs.addr;
+    sa.sin_port = htons(on_b(c) ? hs.port_b : hs.port);
 
     if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0
         && errno != EINPROGRESS)
@@ -823,7 +882,7 @@ conn_connected(conn_t *c)
                   "Connection: Upgrade\r\n"
                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                   "Sec-WebSocket-Version: 13\r\n"
-                  "\r\n", hs.host);
+                  "\r\n", conn_host(c));
 
     c->state = ST_HANDSHAKE;
     out_append(c, req, n);
@@ -2175,7 +2234,7 @@ main(int argc, char **argv)
     optind = 2;
 
     while ((ch = getopt(argc, argv,
-                        "a:K:k:o:s:F:yC:S:P:n:d:m:r:w:q:b:H:R:c:xD:QW:"))
+                        "a:B:K:k:o:s:F:yC:S:P:n:d:m:r:w:q:b:H:R:c:xD:QW:"))
            != -1)
     {
         switch (ch) {
@@ -2185,6 +2244,13 @@ main(int argc, char **argv)
             }
 
             strcpy(hs.host, optarg);
+            break;
+        case 'B':
+            if (strlen(optarg) >= sizeof(hs.host_b)) {
+                usage();
+            }
+
+            strcpy(hs.host_b, optarg);
             break;
         case 'K':
             if (strcmp(optarg, "nchan") == 0) {
@@ -2233,26 +2299,19 @@ main(int argc, char **argv)
         }
     }
 
-    /* target: 127.0.0.0/8 only */
-    colon = strchr(hs.host, ':');
-    if (colon == NULL) {
-        usage();
-    }
-
-    *colon = '\0';
-
-    if (inet_pton(AF_INET, hs.host, &hs.addr) != 1
-        || (ntohl(hs.addr.s_addr) >> 24) != 127)
-    {
-        fprintf(stderr, "hsload: only 127.0.0.0/8 targets: %s\n", hs.host);
+    /* targets: 127.0.0.0/8 only */
+    if (parse_target(hs.host, &hs.addr, &hs.port) != 0) {
+        fprintf(stderr, "hsload: only 127.0.0.0/8 targets, ADDR:PORT: %s\n",
+                hs.host);
         return 2;
     }
 
-    hs.port = atoi(colon + 1);
-    *colon = ':';
-
-    if (hs.port <= 0 || hs.port > 65535) {
-        usage();
+    if (hs.host_b[0]
+        && parse_target(hs.host_b, &hs.addr_b, &hs.port_b) != 0)
+    {
+        fprintf(stderr, "hsload: only 127.0.0.0/8 targets, ADDR:PORT: %s\n",
+                hs.host_b);
+        return 2;
     }
 
     if (hs.depth < 0) {

@@ -11,6 +11,9 @@
 #                    rate1000 churn idle10000 ingest"  (rateN-R: N
 #                    subscribers, R msg/s, 50 by default; orgsN: N
 #                    subscribers on N orgs or channels)
+#                    Not in the default list: xhostN, N subscribers
+#                    spread over two hosts on one Redis (needs
+#                    redis-server; run.sh starts its own)
 #   BENCH_CHURN_CONNECTORS=50  churn: connections being opened at once
 #   BENCH_CHURN_KEYS=1000      churn: API keys resolved by the authority
 #   BENCH_ORGS_WINDOW=1000     orgs: messages the publisher may be ahead
@@ -22,6 +25,8 @@
 #   BENCH_OUT=FILE      where to write the report
 #   BENCH_WORK=DIR      server prefixes and logs (build/bench)
 #   BENCH_PORT_HS=18080 BENCH_PORT_NCHAN=18081
+#   xhost: BENCH_PORT_HS2=18083 BENCH_PORT_NCHAN2=18084
+#          BENCH_PORT_AUTH2=18085 BENCH_PORT_REDIS=18379, REDIS_SERVER
 #   NGINX_BIN, HOOKSTREAM_MODULE, NCHAN_MODULE
 #   BENCH_REPORT_ONLY=1 no runs: rewrite the report (and the plots) from
 #                       the last run's $BENCH_WORK/results.tsv
@@ -48,6 +53,12 @@ retries=${BENCH_RETRIES:-1}
 port_hs=${BENCH_PORT_HS:-18080}
 port_nc=${BENCH_PORT_NCHAN:-18081}
 port_auth=${BENCH_PORT_AUTH:-18082}
+port_hs2=${BENCH_PORT_HS2:-18083}
+port_nc2=${BENCH_PORT_NCHAN2:-18084}
+port_auth2=${BENCH_PORT_AUTH2:-18085}
+port_redis=${BENCH_PORT_REDIS:-18379}
+redis_server=${REDIS_SERVER:-redis-server}
+redis_pid=""
 churn_conc=${BENCH_CHURN_CONNECTORS:-50}
 churn_keys=${BENCH_CHURN_KEYS:-1000}
 orgs_window=${BENCH_ORGS_WINDOW:-1000}
@@ -143,7 +154,7 @@ running=""
 
 # start NAME: hs-on, hs-off (hookstream, journal fsync on/off) or nchan
 start() {
-    local name=$1 prefix=$work/$1 port fsync dir i
+    local name=$1 prefix=$work/$1 port fsync dir i auth redis
 
     rm -rf "$prefix"
     mkdir -p "$prefix"/{conf,logs,tmp,journal}
@@ -151,18 +162,42 @@ start() {
     case $name in
     hs-*)
         port=$port_hs
+        auth=$port_auth
         fsync=${name#hs-}
         dir=$directory
+        redis=""
         if [ "$name" = hs-orgs ]; then
             # the orgs scenario's directory: the demo org and 5,000 more
             fsync=off
             dir=$work/orgs-directory.json
         fi
+        case $name in
+        hs-ra|hs-rb)
+            # two hosts on one Redis (xhost): host B has its own ports
+            fsync=off
+            redis="    hookstream_redis redis://127.0.0.1:$port_redis;"
+            if [ "$name" = hs-rb ]; then
+                port=$port_hs2
+                auth=$port_auth2
+            fi
+            ;;
+        esac
         sed -e "s|@MODULE@|$module|" -e "s|@PREFIX@|$prefix|" \
             -e "s|@PORT@|$port|" -e "s|@DIRECTORY@|$dir|" \
-            -e "s|@FSYNC@|$fsync|" -e "s|@AUTH_PORT@|$port_auth|" \
+            -e "s|@FSYNC@|$fsync|" -e "s|@AUTH_PORT@|$auth|" \
             -e "s|@ORG@|$org|" \
             "$bench/conf/hookstream.conf" > "$prefix/conf/nginx.conf"
+        if [ -n "$redis" ]; then
+            sed -i "/^    hookstream_journal /a\\
+$redis" "$prefix/conf/nginx.conf"
+        fi
+        ;;
+    nchan-ra|nchan-rb)
+        port=$port_nc
+        [ "$name" = nchan-rb ] && port=$port_nc2
+        sed -e "s|@NCHAN_MODULE@|$nchan_module|" -e "s|@PREFIX@|$prefix|" \
+            -e "s|@PORT@|$port|" -e "s|@REDIS@|127.0.0.1:$port_redis|" \
+            "$bench/conf/nchan-redis.conf" > "$prefix/conf/nginx.conf"
         ;;
     nchan)
         port=$port_nc
@@ -214,11 +249,60 @@ stop() {
     rm -rf "$prefix/journal"
 }
 
+# Redis for the xhost scenarios: our own, on a loopback port, no
+# persistence, emptied before every run
+redis_start() {
+    local i
+
+    command -v "$redis_server" > /dev/null \
+        || die "no $redis_server (apt-get install redis-server)"
+    if redis-cli -h 127.0.0.1 -p "$port_redis" ping > /dev/null 2>&1; then
+        die "127.0.0.1:$port_redis is taken (BENCH_PORT_REDIS)"
+    fi
+
+    mkdir -p "$work/redis"
+    "$redis_server" --bind 127.0.0.1 --port "$port_redis" --save '' \
+        --appendonly no --dir "$work/redis" --daemonize no \
+        --logfile "$work/redis/redis.log" &
+    redis_pid=$!
+
+    for i in $(seq 100); do
+        if redis-cli -h 127.0.0.1 -p "$port_redis" ping 2>/dev/null \
+           | grep -q PONG
+        then
+            return 0
+        fi
+        sleep 0.1
+    done
+
+    die "redis-server did not start: $(tail -3 "$work/redis/redis.log")"
+}
+
+redis_stop() {
+    local i
+
+    [ -n "$redis_pid" ] || return 0
+    kill -TERM "$redis_pid" 2>/dev/null || true
+    for i in $(seq 100); do
+        kill -0 "$redis_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+    redis_pid=""
+}
+
+redis_flush() {
+    redis-cli -h 127.0.0.1 -p "$port_redis" flushall > /dev/null \
+        || die "redis flushall failed"
+}
+
 cleanup() {
     local n
     for n in $running; do
         stop "$n"
     done
+    redis_stop
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -276,6 +360,7 @@ count_runs() {
         ingest) total_runs=$((total_runs + 4 * reps)) ;;
         churn)  total_runs=$((total_runs + 3 * reps)) ;;
         idle*)  total_runs=$((total_runs + 2 * reps + 1)) ;;
+        xhost*) total_runs=$((total_runs + 3 * reps)) ;;
         *)      total_runs=$((total_runs + 2 * reps)) ;;
         esac
     done
@@ -477,6 +562,58 @@ run_idle() {
         "$(( (ra - rb) * 1024 / open )) B/conn (worker RSS)"
 }
 
+# run_xhost SCENARIO SUBSCRIBERS SERVER REP: fan-out to N subscribers
+#   hookstream-redis: two hookstream hosts on one Redis, subscribers
+#                     split between them, the publisher on host A
+#   hookstream:       one host without Redis, all N subscribers on it
+#   nchan-redis:      two nchan hosts with Redis storage, split the same
+# The server CPU of the two-host runs includes redis-server's.
+run_xhost() {
+    local scen=$1 n=$2 name=$3 rep=$4 args res srv w s
+
+    redis_flush
+
+    case $name in
+    hookstream-redis)
+        srv="hs-ra hs-rb"
+        args=(-a "127.0.0.1:$port_hs" -B "127.0.0.1:$port_hs2"
+              -k "$key" -o "$org")
+        ;;
+    hookstream)
+        srv=hs-off
+        args=(-a "127.0.0.1:$port_hs" -k "$key" -o "$org")
+        ;;
+    nchan-redis)
+        srv="nchan-ra nchan-rb"
+        args=(-K nchan -a "127.0.0.1:$port_nc" -B "127.0.0.1:$port_nc2")
+        ;;
+    esac
+
+    w=""
+    for s in $srv; do
+        start "$s"
+        w="$w,$(workers "$s")"
+    done
+    w=${w#,}
+    if [ "$name" != hookstream ]; then
+        w="$w,$redis_pid"
+        # every host subscribed to Redis before the first message
+        sleep 1
+    fi
+
+    settle
+    res=$(load "$scen" "$name" "$rep" "$scen-$name-$rep" fanout \
+          "${args[@]}" -n "$n" -d "$dur" -c 500 -W "$w")
+    for s in $srv; do
+        stop "$s"
+    done
+
+    progress "$scen $name #$rep:" \
+        "$(fmt "$(field msgs_per_s "$res")") msg/s," \
+        "p50 $(field p50_us "$res") us, p99 $(field p99_us "$res") us," \
+        "lost $(field lost "$res"), closes $(field close_codes "$res")"
+}
+
 run_ingest() {
     local fsync=$1 rep=$2 res
 
@@ -515,6 +652,9 @@ for scen in $scenarios; do
         ;;
     churn)
         make_keys "$work/churn-keys.txt" "$churn_keys" churn
+        ;;
+    xhost*)
+        [ -n "$redis_pid" ] || redis_start
         ;;
     esac
 done
@@ -568,6 +708,16 @@ for rep in $(seq "$reps"); do
             run_ingest on "$rep"
             run_ingest off "$rep"
             ;;
+        xhost*)
+            if [ $((rep % 2)) = 1 ]; then
+                xorder="hookstream-redis hookstream nchan-redis"
+            else
+                xorder="nchan-redis hookstream hookstream-redis"
+            fi
+            for s in $xorder; do
+                run_xhost "$scen" "${scen#xhost}" "$s" "$rep"
+            done
+            ;;
         *)
             die "unknown scenario $scen"
             ;;
@@ -575,6 +725,7 @@ for rep in $(seq "$reps"); do
     done
 done
 
+redis_stop
 echo $(( $(date +%s) - started )) > "$work/elapsed"
 
 fi
@@ -655,12 +806,14 @@ span() {
 #   [SERVER]
 #   TARGET_CHECK: an awk condition on r (ours/nchan), or "" for none
 #   SERVER: the runs of ours to show (hookstream)
+#   THEIRS: the runs to compare with (nchan)
 row() {
     local label=$1 scen=$2 key=$3 scale=$4 dec=$5 target=$6 check=$7
-    local ours_name=${8:-hookstream} a b r met ours theirs
+    local ours_name=${8:-hookstream} theirs_name=${9:-nchan}
+    local a b r met ours theirs
 
     read -r a amin amax <<< "$(agg "$scen" "$ours_name" "$key")"
-    read -r b bmin bmax <<< "$(agg "$scen" nchan "$key")"
+    read -r b bmin bmax <<< "$(agg "$scen" "$theirs_name" "$key")"
     r=$(ratio "$a" "$b")
 
     ours=$(span "$a" "$amin" "$amax" "$scale" "$dec")
@@ -714,6 +867,32 @@ table() {
             "" ""
         row "$n subs on $n orgs, server CPU µs/msg" "$scen" \
             server_ns_per_msg 1000 1 "(lower is better)" ""
+    done
+
+    for scen in $scenarios; do
+        case $scen in xhost*) ;; *) continue ;; esac
+        n=$(fmt "${scen#xhost}")
+        label="2 hosts on Redis, $n subs (nchan: Redis storage)"
+        row "$label, delivered msg/s" "$scen" msgs_per_s 1 0 "" "" \
+            hookstream-redis nchan-redis
+        row "$label, p50 latency ms" "$scen" p50_us 1000 2 "" "" \
+            hookstream-redis nchan-redis
+        row "$label, p99 latency ms" "$scen" p99_us 1000 2 "" "" \
+            hookstream-redis nchan-redis
+        row "$label, CPU ns/msg (workers of both + Redis)" "$scen" \
+            server_ns_per_msg 1 0 "(lower is better)" "" \
+            hookstream-redis nchan-redis
+        label="hookstream 2 hosts on Redis vs 1 host, $n subs"
+        echo "| $label | 2 hosts | 1 host | 2 hosts / 1 host | | |"
+        row "$label, delivered msg/s" "$scen" msgs_per_s 1 0 "" "" \
+            hookstream-redis hookstream
+        row "$label, p50 latency ms" "$scen" p50_us 1000 2 "" "" \
+            hookstream-redis hookstream
+        row "$label, p99 latency ms" "$scen" p99_us 1000 2 "" "" \
+            hookstream-redis hookstream
+        row "$label, CPU ns/msg (1 host: no Redis)" "$scen" \
+            server_ns_per_msg 1 0 "(lower is better)" "" \
+            hookstream-redis hookstream
     done
 
     for scen in $scenarios; do
@@ -801,6 +980,18 @@ losses() {
             printf ' while these runs lasted\n'
         done
     done
+    for scen in $scenarios; do
+        case $scen in xhost*) ;; *) continue ;; esac
+        for s in hookstream-redis hookstream nchan-redis; do
+            printf -- '- %s %s: %s messages lost, %s publish errors,' \
+                "$scen" "$s" "$(sum "$scen" "$s" lost)" \
+                "$(sum "$scen" "$s" pub_errors)"
+            printf ' subscriber closes: %s; other jobs used %s CPU-s' \
+                "$(codes "$scen" "$s")" \
+                "$(sum "$scen" "$s" other_cpu_s)"
+            printf ' while these runs lasted\n'
+        done
+    done
     if has churn; then
         for s in hookstream hookstream-dir nchan; do
             printf -- '- churn %s: %s failed handshakes or connections,' \
@@ -827,10 +1018,17 @@ machine() {
         "nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan \
         2>/dev/null || echo '?'), worker_processes 2 for both"
     echo "- hookstream at $(git -C "$root" rev-parse --short HEAD \
-        2>/dev/null || echo '?')$(git -C "$root" status --porcelain \
+        2>/dev/null || echo '?')$(git -C "$root" status --porcelain -uno \
         2>/dev/null | grep -q . && echo ' (with uncommitted changes)')"
     echo "- module $(sha256sum "$module" | cut -c1-12)," \
         "built $(date -r "$module" '+%Y-%m-%d %H:%M')"
+    case " $scenarios " in
+    *" xhost"*)
+        echo "- $("$redis_server" --version | cut -d' ' -f1-3)," \
+            "127.0.0.1:$port_redis, --save '' --appendonly no," \
+            "emptied (FLUSHALL) before every run"
+        ;;
+    esac
     echo "- journal on $(df -T "$work" | awk 'NR == 2 { print $2 }')" \
         "($(df "$work" | awk 'NR == 2 { print $1 }'))"
 }
@@ -871,6 +1069,11 @@ plots() {
             n=$(fmt "${scen#orgs}")
             dat "many orgs\\n$n subs\\n$n orgs" "$scen" \
                 msgs_per_s hookstream nchan
+            ;;
+        xhost*)
+            n=$(fmt "${scen#xhost}")
+            dat "2 hosts, Redis\\n$n subs\\none org" "$scen" \
+                msgs_per_s hookstream-redis nchan-redis
             ;;
         esac
     done > "$d/throughput.dat"
