@@ -109,6 +109,13 @@ struct ngx_hookstream_redis_read_s {
 /* EVALSHA, its sha, numkeys, then the script's keys and arguments */
 #define NGX_HOOKSTREAM_REDIS_PUB_ARGS  14
 
+/*
+ * Commands not yet written to a Redis that stopped reading (a partition
+ * that TCP has not given up on yet) are refused past this many bytes:
+ * events get not_stored, messages stay on their host.
+ */
+#define NGX_HOOKSTREAM_REDIS_OBUF_MAX  (32 * 1024 * 1024)
+
 
 typedef struct {
     ngx_hookstream_journal_req_t   *req;
@@ -162,6 +169,7 @@ static void ngx_hookstream_redis_error(ngx_hookstream_redis_t *rd,
 static void ngx_hookstream_redis_conn_error(ngx_hookstream_redis_conn_t *rc,
     const char *what, const char *err, size_t len);
 
+static ngx_uint_t ngx_hookstream_redis_open(ngx_hookstream_redis_t *rd);
 static ngx_int_t ngx_hookstream_redis_eval(ngx_hookstream_redis_t *rd,
     ngx_hookstream_pub_t *pub, ngx_uint_t count, ngx_str_t *record,
     u_char *event_id, ngx_hookstream_redis_append_t *append, ngx_log_t *log);
@@ -1156,7 +1164,7 @@ ngx_hookstream_redis_publish(ngx_hookstream_pub_t *pub, ngx_uint_t count,
 
     rd = ngx_hookstream_redis;
 
-    if (!rd->cmd.ready
+    if (!ngx_hookstream_redis_open(rd)
         || ngx_hookstream_redis_eval(rd, pub, count, NULL, NULL, NULL, log)
            != NGX_OK)
     {
@@ -1165,6 +1173,31 @@ ngx_hookstream_redis_publish(ngx_hookstream_pub_t *pub, ngx_uint_t count,
     }
 
     return NGX_OK;
+}
+
+
+/* the command connection is up and takes more */
+
+static ngx_uint_t
+ngx_hookstream_redis_open(ngx_hookstream_redis_t *rd)
+{
+    if (!rd->cmd.ready) {
+        return 0;
+    }
+
+    if (sdslen(rd->cmd.ac->c.obuf) > NGX_HOOKSTREAM_REDIS_OBUF_MAX) {
+        if (rd->refused_log != ngx_time()) {
+            rd->refused_log = ngx_time();
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          "hookstream redis: more than %uz bytes of "
+                          "commands wait to be written, refusing more",
+                          (size_t) NGX_HOOKSTREAM_REDIS_OBUF_MAX);
+        }
+
+        return 0;
+    }
+
+    return 1;
 }
 
 
@@ -1378,7 +1411,7 @@ ngx_hookstream_redis_sync(ngx_hookstream_redis_sync_pt handler, void *data,
 
     rd = ngx_hookstream_redis;
 
-    if (rd == NULL || !rd->cmd.ready) {
+    if (rd == NULL || !ngx_hookstream_redis_open(rd)) {
         return NGX_DECLINED;
     }
 
@@ -1960,7 +1993,7 @@ ngx_hookstream_redis_resume(ngx_hookstream_sub_t *sub, ngx_str_t *topic,
 
     rd = ngx_hookstream_redis;
 
-    if (rd == NULL || !rd->cmd.ready) {
+    if (rd == NULL || !ngx_hookstream_redis_open(rd)) {
         return NGX_DECLINED;
     }
 
@@ -2392,7 +2425,7 @@ ngx_hookstream_redis_append(ngx_str_t *record, u_char *event_id,
 
     rd = ngx_hookstream_redis;
 
-    if (rd == NULL || !rd->cmd.ready) {
+    if (rd == NULL || !ngx_hookstream_redis_open(rd)) {
         if (rd && rd->refused_log != ngx_time()) {
             rd->refused_log = ngx_time();
             ngx_log_error(NGX_LOG_ERR, log, 0,
