@@ -426,7 +426,16 @@ ngx_http_hookstream_ws_start(ngx_http_hookstream_ws_t *ws)
         return;
     }
 
-    ngx_http_hookstream_ws_post_write(ws);
+    /*
+     * The 101 (with a welcome) goes out in this turn of the event loop,
+     * not the next one: nothing else is queued behind a handshake.
+     */
+
+    if (!c->write->posted) {
+        ws->write_posted = 1;
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
+
     ngx_post_event(c->read, &ngx_posted_events);
 }
 
